@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * init.c - start-up, the per-thread exit hook, and the calls that span
+ * layers (drain, trim).
+ *
+ * Start-up is lazy: the first call into kmm runs kmm_init(), which sets up
+ * every layer without allocating (the kmalloc caches and the cache of
+ * caches are static), so no layer can recurse into an unfinished one.
+ */
+#include <pthread.h>
+
+#include "page_alloc.h"
+#include "slab.h"
+#include "thread.h"
+
+int kmm_initialized;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t thread_key;
+static __thread bool thread_registered __attribute__((tls_model("initial-exec")));
+
+void kmalloc_init(void);
+
+/* Runs when a registered thread exits: slabs first, their pages drain last. */
+static void thread_exit(void *arg)
+{
+	(void)arg;
+	slab_thread_exit();
+	pcp_thread_exit();
+	thread_registered = false;
+}
+
+void thread_register(void)
+{
+	if (thread_registered)
+		return;
+	thread_registered = true;
+	pthread_setspecific(thread_key, (void *)1);
+}
+
+void kmm_init(void)
+{
+	pthread_mutex_lock(&init_lock);
+	if (!kmm_initialized) {
+		options_init();
+		page_alloc_init();
+		slab_init();
+		kmalloc_init();
+		if (pthread_key_create(&thread_key, thread_exit) != 0)
+			kmm_fatal("kmm_init", "pthread_key_create failed");
+		__atomic_store_n(&kmm_initialized, 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&init_lock);
+}
+
+KMM_EXPORT void kmm_drain_local(void)
+{
+	kmm_ensure_init();
+	slab_flush_local();
+	pcp_drain_local();
+}
+
+KMM_EXPORT unsigned long kmm_trim(void)
+{
+	kmm_ensure_init();
+	slab_flush_local();
+	slab_shrink_all();
+	pcp_drain_local();
+	return zone_decay(&zone_normal, true);
+}

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what every layer of kmm shares: compiler helpers, the
+ * intrusive list, locks, assertion tiers and the fatal-error reporter.
+ *
+ * Naming: public symbols start with kmm_; internal ones that cross files
+ * start with kmm__ is avoided (reserved-looking); they use the layer's word
+ * instead (zone_, slab_, os_, ...) and are hidden by -fvisibility=hidden.
+ *
+ * Assertion tiers:
+ *   KMM_CHECK(cond, ...)  always on: cheap hardening checks on user input
+ *                         (invalid frees, double frees).  Reports and aborts.
+ *   KMM_ASSERT(cond)      debug builds only (KMM_DEBUG): internal invariants.
+ *   *_validate()          whole-structure validators, called by tests.
+ */
+#ifndef KMM_INTERNAL_H
+#define KMM_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include <kmm.h>
+
+#define KMM_EXPORT __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define noinline __attribute__((noinline))
+#define always_inline inline __attribute__((always_inline))
+#define cold __attribute__((cold))
+
+#define KMM_CACHELINE 64
+#define ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
+#define ALIGN_DOWN(x, a) ((x) & ~((__typeof__(x))(a) - 1))
+#define IS_POW2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#ifdef KMM_DEBUG
+#define KMM_DEBUG_ENABLED 1
+#else
+#define KMM_DEBUG_ENABLED 0
+#endif
+
+/* ---- fatal errors: name kmm, the function and the address, then abort ---- */
+cold __attribute__((noreturn, format(printf, 2, 3))) void kmm_fatal(const char *func,
+                                                                      const char *fmt, ...);
+/* A warning on stderr that does not abort. */
+cold __attribute__((format(printf, 1, 2))) void kmm_warn(const char *fmt, ...);
+
+#define KMM_CHECK(cond, func, ...)                                                               \
+	do {                                                                                     \
+		if (unlikely(!(cond)))                                                           \
+			kmm_fatal(func, __VA_ARGS__);                                            \
+	} while (0)
+
+#define KMM_ASSERT(cond)                                                                         \
+	do {                                                                                     \
+		if (KMM_DEBUG_ENABLED && unlikely(!(cond)))                                      \
+			kmm_fatal(__func__, "assertion '%s' failed at %s:%d", #cond, __FILE__,   \
+				  __LINE__);                                                     \
+	} while (0)
+
+/* ---- doubly linked intrusive list (the kernel's list_head) ---- */
+struct list_head {
+	struct list_head *next, *prev;
+};
+
+static inline void list_init(struct list_head *h) { h->next = h->prev = h; }
+static inline bool list_empty(const struct list_head *h) { return h->next == h; }
+static inline void list_insert(struct list_head *n, struct list_head *prev,
+			       struct list_head *next)
+{
+	next->prev = n;
+	n->next = next;
+	n->prev = prev;
+	prev->next = n;
+}
+static inline void list_add(struct list_head *n, struct list_head *h) { list_insert(n, h, h->next); }
+static inline void list_add_tail(struct list_head *n, struct list_head *h)
+{
+	list_insert(n, h->prev, h);
+}
+static inline void list_del(struct list_head *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->next = n->prev = NULL;
+}
+#define list_entry(p, type, member) container_of(p, type, member)
+#define list_first_entry(h, type, member) list_entry((h)->next, type, member)
+#define list_for_each(pos, h) for (pos = (h)->next; pos != (h); pos = pos->next)
+#define list_for_each_safe(pos, tmp, h)                                                         \
+	for (pos = (h)->next, tmp = pos->next; pos != (h); pos = tmp, tmp = pos->next)
+
+/* ---- locks ----
+ * A mutex per zone and per cache; pthread mutexes so that waiting threads
+ * sleep instead of spinning on a 2-core machine, and so that fork handlers
+ * can take them all.
+ */
+typedef pthread_mutex_t kmm_lock_t;
+#define KMM_LOCK_INIT PTHREAD_MUTEX_INITIALIZER
+static inline void kmm_lock_init(kmm_lock_t *l) { pthread_mutex_init(l, NULL); }
+static inline void kmm_lock(kmm_lock_t *l) { pthread_mutex_lock(l); }
+static inline void kmm_unlock(kmm_lock_t *l) { pthread_mutex_unlock(l); }
+
+/* ---- misc ---- */
+static inline unsigned ilog2_ul(unsigned long x) { return 63u - (unsigned)__builtin_clzl(x); }
+/* Smallest order whose block holds @bytes. */
+static inline unsigned order_for_bytes(size_t bytes)
+{
+	size_t pages = (bytes + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT;
+	return pages <= 1 ? 0 : ilog2_ul(pages - 1) + 1;
+}
+
+/* Monotonic milliseconds (coarse clock, vDSO: no system call). */
+uint64_t kmm_now_ms(void);
+
+/* One-time initialisation of every layer; cheap after the first call. */
+void kmm_init(void);
+extern int kmm_initialized;
+static always_inline void kmm_ensure_init(void)
+{
+	if (unlikely(!__atomic_load_n(&kmm_initialized, __ATOMIC_ACQUIRE)))
+		kmm_init();
+}
+
+/* Tunables (options.c); read without locks, written rarely. */
+extern long kmm_tunables[KMM_TUNE_NR];
+void options_init(void);
+
+#endif /* KMM_INTERNAL_H */

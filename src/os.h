@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * os.h - the OS layer's contract.  os_linux.c is the only file in kmm that
+ * makes system calls; every other layer reaches the kernel through these
+ * functions, so a port or a fault-injecting test needs to touch one file.
+ *
+ * Terms:
+ *   map        obtain fresh address space backed by zero-filled memory that
+ *              the kernel commits on first touch (MAP_NORESERVE: no swap
+ *              reservation, so reserving is cheap).
+ *   decommit   give the physical pages back (MADV_DONTNEED); the range stays
+ *              mapped and reads back as zeroes.  Never fails in a way the
+ *              caller must handle.
+ *   unmap      give the address space back.
+ *
+ * Fault injection: every call that obtains memory (map, brk growth) goes
+ * through os_may_fail(); a test can make those fail with ENOMEM
+ * (kmm_os_fail_after()).  Calls that release memory never fail on purpose.
+ */
+#ifndef KMM_OS_H
+#define KMM_OS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * Map @size bytes aligned to @align (a power of two, >= page size).
+ * Returns NULL with errno ENOMEM on failure.  The memory reads as zero.
+ */
+void *os_map_aligned(size_t size, size_t align);
+
+/* Unmap a range from os_map_aligned() (or part of one). */
+void os_unmap(void *addr, size_t size);
+
+/* Decommit a page-aligned range: contents become zero, RSS drops. */
+void os_decommit(void *addr, size_t size);
+
+/*
+ * Grow an OS mapping of @old_size to @new_size in place or by moving it
+ * (mremap); NULL with errno ENOMEM on failure (old mapping intact).
+ */
+void *os_remap(void *addr, size_t old_size, size_t new_size);
+
+/*
+ * Sections for a zone: @size bytes naturally aligned to @size.  Taken from
+ * the brk heap when KMM_TUNE_USE_BRK is set and brk can grow, else mapped.
+ * NULL with errno ENOMEM on failure.
+ */
+void *os_section_alloc(size_t size);
+
+/*
+ * Give a section back.  Returns true if the address space went back to the
+ * OS; false if it had to stay (a brk section below the top of the heap),
+ * in which case it has been decommitted and the caller keeps it.
+ */
+bool os_section_free(void *addr, size_t size);
+
+/* Write a whole message to stderr (no stdio, no allocation). */
+void os_write_stderr(const char *buf, size_t len);
+
+/* Abort the process (after a fatal report). */
+__attribute__((noreturn)) void os_abort(void);
+
+#endif /* KMM_OS_H */

@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * os_linux.c - the OS layer on Linux: the only file that makes system calls.
+ *
+ * Address space comes from mmap (the default) or, when KMM_TUNE_USE_BRK is
+ * set, from brk, as glibc grows its heap by brk and maps big blocks: here the
+ * zone's sections come from brk and huge blocks are always mapped.  The brk
+ * heap is ours only when nobody else moves the break; if the break moved
+ * under us (a foreign sbrk) we stop using brk and fall back to mmap.
+ *
+ * Every function that obtains memory passes os_may_fail() first so tests
+ * can inject ENOMEM (see kmm/debug.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "os.h"
+
+/* ---- fault injection ---- */
+
+/* Successful memory-obtaining calls still allowed; -1: no injection. */
+static long os_fail_budget = -1;
+static unsigned long os_failed;
+
+KMM_EXPORT void kmm_os_fail_after(long after)
+{
+	__atomic_store_n(&os_fail_budget, after < 0 ? 0 : after, __ATOMIC_SEQ_CST);
+}
+
+KMM_EXPORT void kmm_os_fail_reset(void) { __atomic_store_n(&os_fail_budget, -1, __ATOMIC_SEQ_CST); }
+
+KMM_EXPORT unsigned long kmm_os_failed_calls(void)
+{
+	return __atomic_load_n(&os_failed, __ATOMIC_RELAXED);
+}
+
+/* True if this call must fail (errno is then ENOMEM). */
+static bool os_may_fail(void)
+{
+	long b = __atomic_load_n(&os_fail_budget, __ATOMIC_RELAXED);
+	while (b >= 0) {
+		if (b == 0) {
+			__atomic_fetch_add(&os_failed, 1, __ATOMIC_RELAXED);
+			errno = ENOMEM;
+			return true;
+		}
+		if (__atomic_compare_exchange_n(&os_fail_budget, &b, b - 1, false, __ATOMIC_RELAXED,
+						__ATOMIC_RELAXED))
+			return false;
+	}
+	return false;
+}
+
+/* ---- mmap ---- */
+
+static void *os_mmap(void *hint, size_t size)
+{
+	void *p = mmap(hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+	if (p == MAP_FAILED) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return p;
+}
+
+void *os_map_aligned(size_t size, size_t align)
+{
+	if (os_may_fail())
+		return NULL;
+	if (size == 0 || size > ((size_t)1 << 46) || align > ((size_t)1 << 40)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	void *p = os_mmap(NULL, size);
+	if (!p || ((uintptr_t)p & (align - 1)) == 0)
+		return p;
+	/* Misaligned: map size + align and trim both ends. */
+	munmap(p, size);
+	size_t span = size + align;
+	char *q = os_mmap(NULL, span);
+	if (!q)
+		return NULL;
+	char *start = (char *)ALIGN_UP((uintptr_t)q, align);
+	if (start > q)
+		munmap(q, (size_t)(start - q));
+	char *end = start + size;
+	if (q + span > end)
+		munmap(end, (size_t)(q + span - end));
+	return start;
+}
+
+void os_unmap(void *addr, size_t size)
+{
+	if (munmap(addr, size) != 0)
+		kmm_fatal("os_unmap", "munmap(%p, %zu) failed: %s", addr, size, strerror(errno));
+}
+
+void os_decommit(void *addr, size_t size)
+{
+	/* MADV_DONTNEED on private anonymous memory: zero-filled on next touch. */
+	(void)madvise(addr, size, MADV_DONTNEED);
+}
+
+void *os_remap(void *addr, size_t old_size, size_t new_size)
+{
+	if (new_size > old_size && os_may_fail())
+		return NULL;
+	void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);
+	if (p == MAP_FAILED) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return p;
+}
+
+/* ---- brk ----
+ * brk_lock guards the brk state.  Lock order: taken inside a zone lock, never
+ * the other way round.
+ */
+static kmm_lock_t brk_lock = KMM_LOCK_INIT;
+static char *brk_top;      /* end of our brk heap; NULL until first use */
+static bool brk_broken;    /* the break moved under us: use mmap only */
+static char *brk_lo;       /* lowest address we obtained by brk */
+
+static void *os_brk_section(size_t size)
+{
+	void *res = NULL;
+	kmm_lock(&brk_lock);
+	if (brk_broken)
+		goto out;
+	char *cur = sbrk(0);
+	if (cur == (char *)-1 || (brk_top && cur != brk_top)) {
+		brk_broken = brk_top != NULL; /* someone else moved it */
+		if (cur == (char *)-1)
+			brk_broken = true;
+		if (brk_broken)
+			goto out;
+	}
+	char *start = (char *)ALIGN_UP((uintptr_t)cur, size);
+	size_t grow = (size_t)(start - cur) + size;
+	if (sbrk((intptr_t)grow) != cur) {
+		brk_broken = true; /* can't grow (or raced): stay on mmap from now on */
+		goto out;
+	}
+	brk_top = start + size;
+	if (!brk_lo)
+		brk_lo = start;
+	res = start;
+out:
+	kmm_unlock(&brk_lock);
+	return res;
+}
+
+void *os_section_alloc(size_t size)
+{
+	if (kmm_tunables[KMM_TUNE_USE_BRK]) {
+		if (os_may_fail())
+			return NULL;
+		void *p = os_brk_section(size);
+		if (p)
+			return p;
+		/* Fall through to mmap, which makes its own fault check. */
+	}
+	return os_map_aligned(size, size);
+}
+
+bool os_section_free(void *addr, size_t size)
+{
+	char *p = addr;
+	kmm_lock(&brk_lock);
+	bool in_brk = brk_lo && p >= brk_lo && p < brk_top;
+	if (in_brk) {
+		bool released = false;
+		if (p + size == brk_top && sbrk(0) == brk_top && sbrk(-(intptr_t)size) != (void *)-1) {
+			brk_top = p;
+			released = true;
+		}
+		kmm_unlock(&brk_lock);
+		if (!released)
+			os_decommit(addr, size);
+		return released;
+	}
+	kmm_unlock(&brk_lock);
+	os_unmap(addr, size);
+	return true;
+}
+
+/* ---- reporting, time ---- */
+
+void os_write_stderr(const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(STDERR_FILENO, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+void os_abort(void)
+{
+	abort();
+}
+
+static void kmm_vreport(const char *prefix, const char *fmt, va_list ap)
+{
+	char buf[512];
+	int n = snprintf(buf, sizeof(buf), "%s", prefix);
+	n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	os_write_stderr(buf, (size_t)n);
+}
+
+void kmm_fatal(const char *func, const char *fmt, ...)
+{
+	char prefix[96];
+	snprintf(prefix, sizeof(prefix), "kmm: %s(): ", func);
+	va_list ap;
+	va_start(ap, fmt);
+	kmm_vreport(prefix, fmt, ap);
+	va_end(ap);
+	os_abort();
+}
+
+void kmm_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	kmm_vreport("kmm: ", fmt, ap);
+	va_end(ap);
+}
+
+uint64_t kmm_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}

@@ -1,0 +1,838 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * page_alloc.c - the buddy page allocator.
+ *
+ * Algorithm (Knowlton's buddy system, as the kernel's mm/page_alloc.c):
+ * free memory is kept as blocks of 2^order frames, order 0..KMM_MAX_ORDER-1,
+ * each aligned to its size in frame numbers.  free_area[order] lists the free
+ * blocks of that order.  Allocation takes the smallest order with a free
+ * block and splits it, putting the upper halves back one order lower each
+ * ("expand").  Freeing merges the block with its buddy - the block whose
+ * frame index differs in bit `order` (idx ^ (1 << order)) - while the buddy
+ * is free and of the same order, then files the result.
+ *
+ * Sections are one max-order block each, so a buddy never lies outside its
+ * section: merging is a walk inside one mem_map and needs no lookup.
+ *
+ * Invariants (checked by kmm_buddy_validate()):
+ *   I1 a page has PG_buddy iff it heads a block on free_area[page->order];
+ *      nr_free equals the list length; free_mask bit k iff list k non-empty.
+ *   I2 a free block of order k starts at a frame index that is a multiple
+ *      of 2^k; its other frames have flags 0.
+ *   I3 no two free blocks of order k are buddies (they would have merged).
+ *   I4 free_pages is the sum of the free blocks' sizes; every frame is free,
+ *      on a pcp list, isolated, or allocated; nothing is two of these.
+ *   I5 PG_decay blocks are exactly those on decay_list; each has order >=
+ *      DECAY_MIN_ORDER and at least one resident frame.
+ *   I6 resident_pages equals the number of resident bits set.
+ *
+ * Per-thread page lists (pcp): each thread caches free blocks of order <=
+ * PCP_MAX_ORDER on lists of its own, refilled from and drained to the zone in
+ * batches, so the zone lock is taken once per batch.  A pcp block is free
+ * but not mergeable (PG_pcp, not PG_buddy) until drained.  A list holds at
+ * most `high` pages' worth (KMM_TUNE_PCP_HIGH).
+ *
+ * Giving memory back: a free block of order >= DECAY_MIN_ORDER that holds
+ * resident frames joins the zone's decay list, oldest first.  Once it has
+ * stayed free for KMM_TUNE_DECAY_MS it is decommitted (MADV_DONTNEED) or,
+ * if it is a whole section, the section goes back to the OS.  The system
+ * calls are made outside the zone lock: the blocks are first isolated.
+ * The resident bitmap of each section records which frames may be resident,
+ * so RSS accounting is exact up to frames the user never touched, and a
+ * KMM_GFP_ZERO request for a never-touched block needs no memset.
+ *
+ * Locking: zone->lock guards the zone and the flags of its free pages.
+ * Lock order: cache locks -> zone lock -> pcp_registry_lock -> desc_lock
+ * -> pagemap lock / brk lock.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "os.h"
+#include "page_alloc.h"
+#include "thread.h"
+
+struct zone zone_normal = {
+	.lock = KMM_LOCK_INIT,
+	.name = "Normal",
+	.node = 0,
+};
+
+/* ---- resident bitmap ---- */
+
+enum bits_op { BITS_COUNT, BITS_SET, BITS_CLEAR };
+
+/* Apply @op to bits [start, start+n) of @bm; returns how many were set before. */
+static unsigned long bits_range(uint64_t *bm, size_t start, size_t n, enum bits_op op)
+{
+	unsigned long was = 0;
+	while (n > 0) {
+		size_t w = start / 64, b = start % 64;
+		size_t take = MIN(n, 64 - b);
+		uint64_t mask = take == 64 ? ~0ull : (((1ull << take) - 1) << b);
+		was += (unsigned long)__builtin_popcountll(bm[w] & mask);
+		if (op == BITS_SET)
+			bm[w] |= mask;
+		else if (op == BITS_CLEAR)
+			bm[w] &= ~mask;
+		start += take;
+		n -= take;
+	}
+	return was;
+}
+
+/* ---- free_area lists ---- */
+
+static void queue_decay(struct zone *z, struct page *page)
+{
+	page->flags |= PG_decay;
+	page->freed_ms = kmm_now_ms();
+	list_add_tail(&page->decay, &z->decay_list);
+}
+
+static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
+{
+	page->flags = PG_buddy;
+	page->order = (uint8_t)order;
+	list_add(&page->lru, &z->free_area[order].free_list);
+	z->free_area[order].nr_free++;
+	z->free_mask |= 1u << order;
+	z->free_pages += 1ul << order;
+	if (order >= DECAY_MIN_ORDER &&
+	    bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT))
+		queue_decay(z, page);
+}
+
+static void del_from_free_area(struct zone *z, struct page *page, unsigned order)
+{
+	KMM_ASSERT((page->flags & PG_buddy) && page->order == order);
+	list_del(&page->lru);
+	if (--z->free_area[order].nr_free == 0)
+		z->free_mask &= ~(1u << order);
+	z->free_pages -= 1ul << order;
+	if (page->flags & PG_decay)
+		list_del(&page->decay);
+	page->flags = 0;
+}
+
+/*
+ * Free a block into the zone, merging with its buddies (the kernel's
+ * __free_one_page).  Lock held.  The buddy of the block at index idx and
+ * order k is at idx ^ 2^k; it can merge only if it heads a free block of the
+ * same order (PG_buddy and ->order == k): a PG_buddy page of another order
+ * is a smaller block inside the buddy, which is therefore not wholly free.
+ */
+static void free_one_block(struct zone *z, struct page *page, unsigned order)
+{
+	struct mem_section *ms = page_section(page);
+	size_t idx = page_index(page);
+	page->flags = 0;
+	while (order < KMM_MAX_ORDER - 1) {
+		struct page *buddy = &ms->mem_map[idx ^ (1ul << order)];
+		if (!(buddy->flags & PG_buddy) || buddy->order != order)
+			break;
+		del_from_free_area(z, buddy, order);
+		idx &= ~(1ul << order);
+		order++;
+	}
+	add_to_free_area(z, &ms->mem_map[idx], order);
+}
+
+/* Free the frames [idx, idx+n) of @ms as the largest aligned blocks that fit. Lock held. */
+static void free_range(struct zone *z, struct mem_section *ms, size_t idx, size_t n)
+{
+	size_t end = idx + n;
+	while (idx < end) {
+		unsigned order = idx ? (unsigned)__builtin_ctzl(idx) : KMM_MAX_ORDER - 1;
+		if (order > KMM_MAX_ORDER - 1)
+			order = KMM_MAX_ORDER - 1;
+		while (idx + (1ul << order) > end)
+			order--;
+		free_one_block(z, &ms->mem_map[idx], order);
+		idx += 1ul << order;
+	}
+}
+
+/*
+ * Take a block of exactly @order off the free lists (the kernel's
+ * __rmqueue_smallest + expand).  Lock held.  NULL if no block is large enough.
+ */
+static struct page *rmqueue_smallest(struct zone *z, unsigned order)
+{
+	unsigned mask = z->free_mask >> order;
+	if (!mask)
+		return NULL;
+	unsigned cur = order + (unsigned)__builtin_ctz(mask);
+	struct page *page = list_first_entry(&z->free_area[cur].free_list, struct page, lru);
+	del_from_free_area(z, page, cur);
+	while (cur > order) {
+		cur--;
+		add_to_free_area(z, page + (1ul << cur), cur);
+	}
+	return page;
+}
+
+/*
+ * Mark a block as leaving the zone (to a user or a pcp list): its frames may
+ * now become resident.  Returns true if none was resident before, i.e. the
+ * block reads as zeroes.  Lock held.
+ */
+static bool block_leaves_zone(struct zone *z, struct page *page, size_t n)
+{
+	unsigned long was = bits_range(page_section(page)->resident, page_index(page), n, BITS_SET);
+	z->resident_pages += n - was;
+	return was == 0;
+}
+
+static bool zone_watermark_ok(const struct zone *z, unsigned order, unsigned flags)
+{
+	if (flags & KMM_GFP_HIGH)
+		return z->free_pages >= (1ul << order);
+	return z->free_pages >= (1ul << order) + z->min_free_pages;
+}
+
+/* ---- sections ---- */
+
+static kmm_lock_t desc_lock = KMM_LOCK_INIT;
+static struct mem_section *desc_free_list; /* recycled descriptors (desc_lock) */
+
+static struct mem_section *section_desc_alloc(void)
+{
+	kmm_lock(&desc_lock);
+	struct mem_section *ms = desc_free_list;
+	if (ms)
+		desc_free_list = ms->next_free;
+	kmm_unlock(&desc_lock);
+	if (ms) {
+		memset(ms, 0, sizeof(*ms));
+		return ms;
+	}
+	return os_map_aligned(SECTION_DESC_SIZE, SECTION_DESC_SIZE);
+}
+
+static void section_desc_free(struct mem_section *ms)
+{
+	ms->zone = NULL;
+	/* The mem_map is dead weight until reuse: drop its frames. */
+	os_decommit(ms->mem_map, sizeof(ms->mem_map) & ~(KMM_PAGE_SIZE - 1));
+	kmm_lock(&desc_lock);
+	ms->next_free = desc_free_list;
+	desc_free_list = ms;
+	kmm_unlock(&desc_lock);
+}
+
+/*
+ * Add one section to @z.  Called without the zone lock; the system calls
+ * happen before the section is published.  0, or -1 with errno ENOMEM.
+ */
+static int zone_grow(struct zone *z)
+{
+	if (!__atomic_load_n(&z->section, __ATOMIC_ACQUIRE)) {
+		size_t bytes = ZONE_MAX_SECTIONS * (sizeof(void *) + sizeof(unsigned));
+		char *tab = os_map_aligned(ALIGN_UP(bytes, KMM_PAGE_SIZE), KMM_PAGE_SIZE);
+		if (!tab)
+			return -1;
+		kmm_lock(&z->lock);
+		if (!z->section) {
+			z->free_slots = (unsigned *)(tab + ZONE_MAX_SECTIONS * sizeof(void *));
+			__atomic_store_n(&z->section, (struct mem_section **)tab, __ATOMIC_RELEASE);
+			tab = NULL;
+		}
+		kmm_unlock(&z->lock);
+		if (tab)
+			os_unmap(tab, ALIGN_UP(bytes, KMM_PAGE_SIZE));
+	}
+	void *mem = os_section_alloc(KMM_SECTION_SIZE);
+	if (!mem)
+		return -1;
+	struct mem_section *ms = section_desc_alloc();
+	if (!ms)
+		goto fail_mem;
+	ms->vaddr = (uintptr_t)mem;
+	if (pagemap_set(mem, KMM_SECTION_SIZE, ms, PAGEMAP_SECTION) != 0)
+		goto fail_desc;
+
+	kmm_lock(&z->lock);
+	unsigned slot;
+	if (z->free_slot_top > 0) {
+		slot = z->free_slots[--z->free_slot_top];
+	} else if (z->section_hwm < ZONE_MAX_SECTIONS) {
+		slot = z->section_hwm++;
+	} else {
+		kmm_unlock(&z->lock);
+		pagemap_set(mem, KMM_SECTION_SIZE, NULL, PAGEMAP_NONE);
+		goto fail_desc;
+	}
+	ms->zone = z;
+	ms->start_pfn = (unsigned long)slot * KMM_SECTION_PAGES;
+	z->section[slot] = ms;
+	z->nr_sections++;
+	z->sections_added++;
+	z->managed_pages += KMM_SECTION_PAGES;
+	add_to_free_area(z, &ms->mem_map[0], KMM_MAX_ORDER - 1);
+	kmm_unlock(&z->lock);
+	return 0;
+
+fail_desc:
+	section_desc_free(ms);
+fail_mem:
+	os_section_free(mem, KMM_SECTION_SIZE);
+	errno = ENOMEM;
+	return -1;
+}
+
+struct page *pfn_to_page(struct zone *z, unsigned long pfn)
+{
+	unsigned long slot = pfn / KMM_SECTION_PAGES;
+	if (!z->section || slot >= z->section_hwm || !z->section[slot])
+		return NULL;
+	return &z->section[slot]->mem_map[pfn % KMM_SECTION_PAGES];
+}
+
+/*
+ * Take @n blocks of @order from @z into @out[] (fewer if memory runs out).
+ * Grows the zone when the flags allow it.  Returns how many were taken;
+ * *zeroed tells whether the first block reads as zeroes.
+ */
+static unsigned zone_take(struct zone *z, unsigned flags, unsigned order, struct page **out,
+			  unsigned n, unsigned mark, size_t leave, bool *zeroed)
+{
+	unsigned got = 0;
+	kmm_lock(&z->lock);
+	while (got < n) {
+		struct page *page = NULL;
+		if (zone_watermark_ok(z, order, flags))
+			page = rmqueue_smallest(z, order);
+		if (!page) {
+			if (got > 0 || !(flags & KMM_GFP_DIRECT_OS))
+				break;
+			kmm_unlock(&z->lock);
+			int rc = zone_grow(z);
+			kmm_lock(&z->lock);
+			if (rc != 0)
+				break;
+			continue;
+		}
+		bool zero = block_leaves_zone(z, page, leave ? leave : 1ul << order);
+		if (got == 0 && zeroed)
+			*zeroed = zero;
+		page->flags = (uint16_t)mark;
+		page->order = (uint8_t)order;
+		out[got++] = page;
+	}
+	kmm_unlock(&z->lock);
+	if (got == 0)
+		errno = ENOMEM;
+	return got;
+}
+
+static void zone_maybe_decay(struct zone *z)
+{
+	uint64_t last = __atomic_load_n(&z->last_decay_ms, __ATOMIC_RELAXED);
+	uint64_t now = kmm_now_ms();
+	uint64_t period = (uint64_t)kmm_tunables[KMM_TUNE_DECAY_MS] / 4;
+	if (now - last >= period) {
+		__atomic_store_n(&z->last_decay_ms, now, __ATOMIC_RELAXED);
+		zone_decay(z, false);
+	}
+}
+
+/* Return blocks to the zone.  Each page has ->order set. */
+static void zone_give(struct zone *z, struct page **pages, unsigned n)
+{
+	kmm_lock(&z->lock);
+	for (unsigned i = 0; i < n; i++)
+		free_one_block(z, pages[i], pages[i]->order);
+	kmm_unlock(&z->lock);
+	zone_maybe_decay(z);
+}
+
+/* ---- per-thread page lists ---- */
+
+/*
+ * A thread's pcp lists, in its TLS (initial-exec: no allocation on first
+ * touch).  lists[o] is a stack linked through page->lru.next.  count[] is
+ * written only by the owner, read by statistics with relaxed loads.
+ * high == 0 means "not set up yet" (and, after exit, "cache nothing").
+ */
+struct per_cpu_pages {
+	struct page *lists[PCP_MAX_ORDER + 1];
+	unsigned count[PCP_MAX_ORDER + 1]; /* blocks on each list */
+	unsigned high[PCP_MAX_ORDER + 1];  /* most blocks a list keeps */
+	bool registered;                   /* on pcp_registry, thread exit hook armed */
+	bool exited;
+	struct list_head registry;         /* pcp_registry (pcp_registry_lock) */
+};
+
+static __thread struct per_cpu_pages pcp_tls __attribute__((tls_model("initial-exec")));
+static kmm_lock_t pcp_registry_lock = KMM_LOCK_INIT;
+static struct list_head pcp_registry = {&pcp_registry, &pcp_registry};
+
+static void pcp_setup(struct per_cpu_pages *pcp)
+{
+	long high = kmm_tunables[KMM_TUNE_PCP_HIGH];
+	for (unsigned o = 0; o <= PCP_MAX_ORDER; o++)
+		pcp->high[o] = high ? (unsigned)MAX(2, high >> o) : 0;
+	kmm_lock(&pcp_registry_lock);
+	list_add(&pcp->registry, &pcp_registry);
+	kmm_unlock(&pcp_registry_lock);
+	pcp->registered = true;
+	thread_register();
+}
+
+static unsigned pcp_batch(const struct per_cpu_pages *pcp, unsigned order)
+{
+	return MAX(1u, pcp->high[order] / 4);
+}
+
+static noinline struct page *pcp_refill(struct per_cpu_pages *pcp, unsigned flags, unsigned order)
+{
+	if (unlikely(!pcp->registered && !pcp->exited))
+		pcp_setup(pcp);
+	struct page *batch[64];
+	unsigned want = pcp->exited || pcp->high[order] == 0 ? 1 : MIN(pcp_batch(pcp, order), 64u);
+	unsigned got = zone_take(&zone_normal, flags, order, batch, want, PG_pcp, 0, NULL);
+	if (got == 0)
+		return NULL;
+	for (unsigned i = 1; i < got; i++) {
+		batch[i]->lru.next = (struct list_head *)pcp->lists[order];
+		pcp->lists[order] = batch[i];
+	}
+	__atomic_store_n(&pcp->count[order], pcp->count[order] + got - 1, __ATOMIC_RELAXED);
+	return batch[0];
+}
+
+/* Give @n blocks of @order from the pcp list back to the zone. */
+static noinline void pcp_drain(struct per_cpu_pages *pcp, unsigned order, unsigned n)
+{
+	struct page *batch[64];
+	while (n > 0 && pcp->lists[order]) {
+		unsigned k = 0;
+		while (k < MIN(n, 64u) && pcp->lists[order]) {
+			struct page *page = pcp->lists[order];
+			pcp->lists[order] = (struct page *)page->lru.next;
+			batch[k++] = page;
+		}
+		__atomic_store_n(&pcp->count[order], pcp->count[order] - k, __ATOMIC_RELAXED);
+		zone_give(&zone_normal, batch, k);
+		n -= k;
+	}
+}
+
+void pcp_drain_local(void)
+{
+	struct per_cpu_pages *pcp = &pcp_tls;
+	for (unsigned o = 0; o <= PCP_MAX_ORDER; o++)
+		pcp_drain(pcp, o, ~0u);
+}
+
+void pcp_thread_exit(void)
+{
+	struct per_cpu_pages *pcp = &pcp_tls;
+	pcp_drain_local();
+	if (pcp->registered) {
+		kmm_lock(&pcp_registry_lock);
+		list_del(&pcp->registry);
+		kmm_unlock(&pcp_registry_lock);
+		pcp->registered = false;
+	}
+	/* Anything this thread frees from now on goes straight to the zone. */
+	memset(pcp->high, 0, sizeof(pcp->high));
+	pcp->exited = true;
+}
+
+static unsigned long pcp_pages_total(void)
+{
+	unsigned long n = 0;
+	struct list_head *pos;
+	kmm_lock(&pcp_registry_lock);
+	list_for_each(pos, &pcp_registry)
+	{
+		struct per_cpu_pages *pcp = list_entry(pos, struct per_cpu_pages, registry);
+		for (unsigned o = 0; o <= PCP_MAX_ORDER; o++)
+			n += (unsigned long)__atomic_load_n(&pcp->count[o], __ATOMIC_RELAXED) << o;
+	}
+	kmm_unlock(&pcp_registry_lock);
+	return n;
+}
+
+/* ---- allocation and free ---- */
+
+struct page *alloc_pages(unsigned flags, unsigned order)
+{
+	struct page *page;
+	bool zeroed = false;
+	if (order <= PCP_MAX_ORDER) {
+		struct per_cpu_pages *pcp = &pcp_tls;
+		page = pcp->lists[order];
+		if (likely(page)) {
+			pcp->lists[order] = (struct page *)page->lru.next;
+			__atomic_store_n(&pcp->count[order], pcp->count[order] - 1, __ATOMIC_RELAXED);
+		} else if (!(page = pcp_refill(pcp, flags, order))) {
+			return NULL;
+		}
+	} else if (!zone_take(&zone_normal, flags, order, &page, 1, PG_head, 0, &zeroed)) {
+		return NULL;
+	}
+	page->flags = PG_head;
+	page->order = (uint8_t)order;
+	if ((flags & KMM_GFP_ZERO) && !zeroed)
+		memset(page_to_virt(page), 0, KMM_PAGE_SIZE << order);
+	return page;
+}
+
+void free_pages(struct page *page, unsigned order)
+{
+	page->order = (uint8_t)order;
+	if (order <= PCP_MAX_ORDER) {
+		struct per_cpu_pages *pcp = &pcp_tls;
+		page->flags = PG_pcp;
+		page->lru.next = (struct list_head *)pcp->lists[order];
+		pcp->lists[order] = page;
+		unsigned c = pcp->count[order] + 1;
+		__atomic_store_n(&pcp->count[order], c, __ATOMIC_RELAXED);
+		if (unlikely(c > pcp->high[order]))
+			pcp_drain(pcp, order, pcp->high[order] ? pcp_batch(pcp, order) : c);
+		return;
+	}
+	zone_give(&zone_normal, &page, 1);
+}
+
+void prep_compound(struct page *head, unsigned order)
+{
+	for (size_t i = 1; i < (1ul << order); i++) {
+		head[i].flags = PG_tail;
+		head[i].head = head;
+	}
+}
+
+void clear_compound(struct page *head, unsigned order)
+{
+	for (size_t i = 1; i < (1ul << order); i++)
+		head[i].flags = 0;
+}
+
+struct page *alloc_pages_exact(unsigned flags, unsigned long nr)
+{
+	KMM_ASSERT(nr >= 1 && nr <= KMM_SECTION_PAGES);
+	unsigned order = order_for_bytes(nr << KMM_PAGE_SHIFT);
+	struct page *page;
+	bool zeroed = false;
+	struct zone *z = &zone_normal;
+	/* Only the first nr frames leave the zone; the tail comes straight back. */
+	if (!zone_take(z, flags, order, &page, 1, PG_head, nr, &zeroed))
+		return NULL;
+	if (nr < (1ul << order)) {
+		kmm_lock(&z->lock);
+		struct mem_section *ms = page_section(page);
+		size_t idx = page_index(page);
+		free_range(z, ms, idx + nr, (1ul << order) - nr);
+		kmm_unlock(&z->lock);
+	}
+	page->flags = PG_head | PG_large;
+	page->order = (uint8_t)order;
+	page->nr_pages = (uint32_t)nr;
+	if ((flags & KMM_GFP_ZERO) && !zeroed)
+		memset(page_to_virt(page), 0, nr << KMM_PAGE_SHIFT);
+	return page;
+}
+
+void free_pages_exact(struct page *page, unsigned long nr)
+{
+	struct zone *z = &zone_normal;
+	kmm_lock(&z->lock);
+	free_range(z, page_section(page), page_index(page), nr);
+	kmm_unlock(&z->lock);
+	zone_maybe_decay(z);
+}
+
+/* Head of the free block that contains frame @idx of @ms, or NULL. Lock held. */
+static struct page *free_block_containing(struct mem_section *ms, size_t idx)
+{
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
+		struct page *p = &ms->mem_map[idx & ~((1ul << o) - 1)];
+		/* p is aligned to 2^o and p <= idx < p + 2^o, so a free block of
+		 * order >= o headed at p covers idx (one headed at a smaller order
+		 * would have been found by an earlier o). */
+		if ((p->flags & PG_buddy) && p->order >= o)
+			return p;
+	}
+	return NULL;
+}
+
+bool grow_pages_exact(struct page *page, unsigned long new_nr)
+{
+	struct zone *z = &zone_normal;
+	struct mem_section *ms = page_section(page);
+	size_t idx = page_index(page), end = idx + new_nr;
+	if (end > KMM_SECTION_PAGES)
+		return false;
+	kmm_lock(&z->lock);
+	/* First check that every frame of the extension is free. */
+	for (size_t i = idx + page->nr_pages; i < end;) {
+		struct page *b = free_block_containing(ms, i);
+		if (!b) {
+			kmm_unlock(&z->lock);
+			return false;
+		}
+		i = page_index(b) + (1ul << b->order);
+	}
+	/* Then take the blocks and give back what lies beyond the new end. */
+	for (size_t i = idx + page->nr_pages; i < end;) {
+		struct page *b = free_block_containing(ms, i);
+		size_t bstart = page_index(b), bend = bstart + (1ul << b->order);
+		del_from_free_area(z, b, b->order);
+		/* Blocks are aligned, so a free block met at i starts at i. */
+		KMM_ASSERT(bstart == i);
+		block_leaves_zone(z, b, MIN(bend, end) - bstart);
+		if (bend > end)
+			free_range(z, ms, end, bend - end);
+		i = bend;
+	}
+	page->nr_pages = (uint32_t)new_nr;
+	kmm_unlock(&z->lock);
+	return true;
+}
+
+/* ---- giving memory back ---- */
+
+#define DECAY_BATCH 16
+
+unsigned long zone_decay(struct zone *z, bool force)
+{
+	unsigned long given = 0;
+	struct page *batch[DECAY_BATCH];
+	kmm_lock(&z->lock);
+	uint64_t now = kmm_now_ms();
+	uint64_t delay = (uint64_t)kmm_tunables[KMM_TUNE_DECAY_MS];
+	z->last_decay_ms = now;
+	for (;;) {
+		unsigned n = 0;
+		while (n < DECAY_BATCH && !list_empty(&z->decay_list)) {
+			struct page *p = list_first_entry(&z->decay_list, struct page, decay);
+			if (!force && now - p->freed_ms < delay)
+				break;
+			unsigned order = p->order;
+			del_from_free_area(z, p, order);
+			p->flags = PG_isolated;
+			p->order = (uint8_t)order;
+			batch[n++] = p;
+		}
+		if (n == 0)
+			break;
+		kmm_unlock(&z->lock);
+		bool released[DECAY_BATCH];
+		for (unsigned i = 0; i < n; i++) {
+			struct page *p = batch[i];
+			void *va = page_to_virt(p);
+			released[i] = false;
+			if (p->order == KMM_MAX_ORDER - 1) {
+				pagemap_set(va, KMM_SECTION_SIZE, NULL, PAGEMAP_NONE);
+				released[i] = os_section_free(va, KMM_SECTION_SIZE);
+				if (!released[i]) /* a brk section that must stay */
+					pagemap_set(va, KMM_SECTION_SIZE, page_section(p), PAGEMAP_SECTION);
+			} else {
+				os_decommit(va, KMM_PAGE_SIZE << p->order);
+			}
+		}
+		kmm_lock(&z->lock);
+		for (unsigned i = 0; i < n; i++) {
+			struct page *p = batch[i];
+			struct mem_section *ms = page_section(p);
+			unsigned long was = bits_range(ms->resident, page_index(p), 1ul << p->order, BITS_CLEAR);
+			z->resident_pages -= was;
+			given += was;
+			if (released[i]) {
+				unsigned slot = (unsigned)(ms->start_pfn / KMM_SECTION_PAGES);
+				z->section[slot] = NULL;
+				z->free_slots[z->free_slot_top++] = slot;
+				z->nr_sections--;
+				z->sections_released++;
+				z->managed_pages -= KMM_SECTION_PAGES;
+				p->flags = 0;
+				section_desc_free(ms);
+			} else {
+				free_one_block(z, p, p->order);
+			}
+		}
+	}
+	kmm_unlock(&z->lock);
+	return given;
+}
+
+/* ---- public interface ---- */
+
+KMM_EXPORT void *kmm_alloc_pages(unsigned flags, unsigned order)
+{
+	if (unlikely(order >= KMM_MAX_ORDER || (flags & ~KMM_GFP_VALID_MASK))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	kmm_ensure_init();
+	struct page *page = alloc_pages(flags, order);
+	return page ? page_to_virt(page) : NULL;
+}
+
+KMM_EXPORT void kmm_free_pages(void *addr, unsigned order)
+{
+	static const char fn[] = "kmm_free_pages";
+	if (!addr)
+		return;
+	struct page *page = virt_to_page(addr);
+	KMM_CHECK(page && ((uintptr_t)addr & (KMM_PAGE_SIZE - 1)) == 0, fn, "invalid pointer %p", addr);
+	KMM_CHECK(!(page->flags & (PG_buddy | PG_pcp)), fn, "double free %p (order %u)", addr, order);
+	KMM_CHECK(page->flags == PG_head, fn, "invalid pointer %p (not a block from kmm_alloc_pages)",
+		  addr);
+	KMM_CHECK(page->order == order, fn, "invalid order %u for %p (allocated with order %u)", order,
+		  addr, page->order);
+	free_pages(page, order);
+}
+
+KMM_EXPORT void kmm_zone_stats(struct kmm_zone_stats *out)
+{
+	kmm_ensure_init();
+	struct zone *z = &zone_normal;
+	memset(out, 0, sizeof(*out));
+	out->pcp_pages = pcp_pages_total();
+	kmm_lock(&z->lock);
+	out->managed_pages = z->managed_pages;
+	out->free_pages = z->free_pages;
+	out->resident_pages = z->resident_pages;
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		out->nr_free[o] = z->free_area[o].nr_free;
+	out->nr_sections = z->nr_sections;
+	out->sections_added = z->sections_added;
+	out->sections_released = z->sections_released;
+	kmm_unlock(&z->lock);
+}
+
+KMM_EXPORT void kmm_buddyinfo(FILE *out)
+{
+	kmm_ensure_init();
+	struct zone *z = &zone_normal;
+	unsigned long nr[KMM_MAX_ORDER];
+	kmm_lock(&z->lock);
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		nr[o] = z->free_area[o].nr_free;
+	kmm_unlock(&z->lock);
+	fprintf(out, "Node %d, zone %8s ", z->node, z->name);
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		fprintf(out, "%6lu ", nr[o]);
+	fputc('\n', out);
+}
+
+/* ---- validation ---- */
+
+#define VFAIL(...)                                                                               \
+	do {                                                                                     \
+		kmm_warn("buddy_validate: " __VA_ARGS__);                                        \
+		ok = false;                                                                      \
+	} while (0)
+
+static bool zone_validate(struct zone *z, unsigned long pcp_expected)
+{
+	bool ok = true;
+	unsigned long free_pages = 0, pcp_pages = 0, resident = 0, on_decay = 0;
+	kmm_lock(&z->lock);
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
+		unsigned long n = 0;
+		struct list_head *pos;
+		list_for_each(pos, &z->free_area[o].free_list)
+		{
+			struct page *p = list_entry(pos, struct page, lru);
+			size_t idx = page_index(p);
+			if (!(p->flags & PG_buddy) || p->order != o)
+				VFAIL("block %p on free_area[%u] has flags %#x order %u", (void *)p, o,
+				      p->flags, p->order);
+			if (idx & ((1ul << o) - 1))
+				VFAIL("free block pfn %lu misaligned for order %u", page_to_pfn(p), o);
+			if (o < KMM_MAX_ORDER - 1) {
+				struct page *b = &page_section(p)->mem_map[idx ^ (1ul << o)];
+				if ((b->flags & PG_buddy) && b->order == o)
+					VFAIL("free buddies pfn %lu and %lu of order %u not merged",
+					      page_to_pfn(p), page_to_pfn(b), o);
+			}
+			for (size_t i = 1; i < (1ul << o); i++)
+				if (p[i].flags)
+					VFAIL("frame pfn %lu inside free block has flags %#x",
+					      page_to_pfn(p) + i, p[i].flags);
+			n++;
+		}
+		if (n != z->free_area[o].nr_free)
+			VFAIL("free_area[%u].nr_free %lu but list holds %lu", o, z->free_area[o].nr_free, n);
+		if (!!(z->free_mask & (1u << o)) != (n > 0))
+			VFAIL("free_mask bit %u wrong", o);
+		free_pages += n << o;
+	}
+	if (free_pages != z->free_pages)
+		VFAIL("free_pages %lu but lists hold %lu", z->free_pages, free_pages);
+	struct list_head *pos;
+	list_for_each(pos, &z->decay_list)
+	{
+		struct page *p = list_entry(pos, struct page, decay);
+		if (!(p->flags & PG_buddy) || !(p->flags & PG_decay) || p->order < DECAY_MIN_ORDER)
+			VFAIL("decay list entry pfn %lu flags %#x order %u", page_to_pfn(p), p->flags,
+			      p->order);
+		on_decay++;
+	}
+	unsigned long buddy_heads = 0, decay_flags = 0;
+	for (unsigned s = 0; s < z->section_hwm; s++) {
+		struct mem_section *ms = z->section[s];
+		if (!ms)
+			continue;
+		if (ms->zone != z || ms->start_pfn != (unsigned long)s * KMM_SECTION_PAGES ||
+		    pagemap_ptr(pagemap_lookup((void *)ms->vaddr)) != ms)
+			VFAIL("section %u descriptor inconsistent", s);
+		resident += bits_range(ms->resident, 0, KMM_SECTION_PAGES, BITS_COUNT);
+		for (size_t i = 0; i < KMM_SECTION_PAGES; i++) {
+			struct page *p = &ms->mem_map[i];
+			unsigned state = p->flags & (PG_buddy | PG_pcp | PG_head | PG_tail | PG_isolated);
+			if (state & (state - 1))
+				VFAIL("frame pfn %lu in two states (flags %#x)", page_to_pfn(p), p->flags);
+			if (p->flags & PG_buddy)
+				buddy_heads++;
+			if (p->flags & PG_decay)
+				decay_flags++;
+			if (p->flags & PG_pcp)
+				pcp_pages += 1ul << p->order;
+			if ((p->flags & PG_buddy) && p->order >= DECAY_MIN_ORDER &&
+			    !(p->flags & PG_decay) &&
+			    bits_range(ms->resident, i, 1ul << p->order, BITS_COUNT))
+				VFAIL("free block pfn %lu has resident frames but is not on the decay list",
+				      page_to_pfn(p));
+			if ((p->flags & PG_tail) && page_section(p->head) != ms)
+				VFAIL("tail pfn %lu points outside its section", page_to_pfn(p));
+		}
+	}
+	unsigned long listed = 0;
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		listed += z->free_area[o].nr_free;
+	if (buddy_heads != listed)
+		VFAIL("%lu PG_buddy frames but %lu blocks on the lists", buddy_heads, listed);
+	if (decay_flags != on_decay)
+		VFAIL("%lu PG_decay frames but %lu on the decay list", decay_flags, on_decay);
+	if (resident != z->resident_pages)
+		VFAIL("resident_pages %lu but %lu resident bits", z->resident_pages, resident);
+	if (pcp_pages != pcp_expected)
+		VFAIL("%lu frames flagged PG_pcp but pcp lists count %lu", pcp_pages, pcp_expected);
+	if (z->free_pages > z->managed_pages)
+		VFAIL("free_pages %lu > managed_pages %lu", z->free_pages, z->managed_pages);
+	kmm_unlock(&z->lock);
+	return ok;
+}
+
+KMM_EXPORT int kmm_buddy_validate(void)
+{
+	kmm_ensure_init();
+	return zone_validate(&zone_normal, pcp_pages_total()) ? 0 : -1;
+}
+
+void page_alloc_init(void)
+{
+	struct zone *z = &zone_normal;
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		list_init(&z->free_area[o].free_list);
+	list_init(&z->decay_list);
+	z->min_free_pages = 64;
+	z->last_decay_ms = kmm_now_ms();
+}

@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * page_alloc.h - the page allocator's types and internal interface.
+ *
+ * Words (the kernel's):
+ *   page frame   4 KiB of memory; numbered by its pfn, counted from the
+ *                start of its zone.  Frames are not addresses: a section
+ *                maps its frames at a virtual address (its linear map), so a
+ *                later vmalloc can map the same frames elsewhere.
+ *   struct page  the descriptor of one frame (the kernel's mem_map entry).
+ *   section      KMM_SECTION_PAGES frames (4 MiB) a zone grows by; one
+ *                max-order block.  Its descriptors live out of band, in a
+ *                struct mem_section, so a user overflow cannot reach them.
+ *   zone         a set of sections with free_area[order] lists.
+ *   block        2^order frames, aligned to 2^order frames.
+ *   pcp          a thread's cache of free blocks of order <= PCP_MAX_ORDER.
+ */
+#ifndef KMM_PAGE_ALLOC_H
+#define KMM_PAGE_ALLOC_H
+
+#include "internal.h"
+#include "pagemap.h"
+
+/* Page flags.  Exactly one of the state flags holds for a block head. */
+enum {
+	PG_buddy = 1u << 0, /* head of a free block on free_area[order] */
+	PG_pcp = 1u << 1,   /* head of a free block on a thread's pcp list */
+	PG_head = 1u << 2,  /* head of an allocated block of 2^order pages */
+	PG_tail = 1u << 3,  /* tail of an allocated compound block: ->head */
+	PG_slab = 1u << 4,  /* with PG_head: the block is a slab */
+	PG_large = 1u << 5, /* with PG_head: a kmalloc block of ->nr_pages */
+	PG_decay = 1u << 6, /* with PG_buddy: queued on the zone's decay list */
+	PG_isolated = 1u << 7, /* taken off the lists to be decommitted/released */
+};
+
+struct kmm_cache;
+
+/*
+ * One frame's descriptor.  The union holds what the frame's state needs; a
+ * page that is neither a block head nor a compound tail has flags 0 and its
+ * other fields mean nothing.
+ */
+struct page {
+	uint16_t flags;    /* PG_*; written under the zone lock or by the block's owner */
+	uint8_t order;     /* block order (heads) */
+	uint8_t pad;
+	uint32_t nr_pages; /* PG_large: pages in the kmalloc block */
+	union {
+		/* PG_buddy / PG_pcp / PG_isolated heads */
+		struct {
+			struct list_head lru;   /* free_area list; pcp uses lru.next only */
+			struct list_head decay; /* zone->decay_list, oldest first (PG_decay) */
+			uint64_t freed_ms;      /* when it joined the decay list */
+		};
+		/* PG_slab heads: the slab (SLUB keeps it in struct page too) */
+		struct {
+			struct kmm_cache *slab_cache;
+			/* freelist | inuse | frozen, changed by CAS only (see slab.c) */
+			uint64_t counters;
+			struct list_head slab_list; /* node partial list, or cpu partial (next only) */
+			uint16_t objects;           /* slots in the slab */
+		};
+		/* PG_tail */
+		struct page *head;
+	};
+};
+
+/*
+ * A section: 4 MiB of frames and their descriptors.  Allocated aligned to
+ * its own (power of two) size, so page_section() is a mask.  Descriptors
+ * are recycled, never unmapped, so a racing lookup never touches freed
+ * memory.
+ */
+#define SECTION_DESC_SIZE (64ul * 1024)
+struct zone;
+struct mem_section {
+	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
+	struct zone *zone;         /* owner; NULL while on the recycle list */
+	unsigned long start_pfn;   /* zone pfn of frame 0 */
+	struct mem_section *next_free; /* recycle list link */
+	/* 1 bit per frame: may be resident (allocated since last decommit). */
+	uint64_t resident[KMM_SECTION_PAGES / 64];
+	struct page mem_map[KMM_SECTION_PAGES];
+};
+_Static_assert(sizeof(struct mem_section) <= SECTION_DESC_SIZE, "mem_section too big");
+
+struct free_area {
+	struct list_head free_list;
+	unsigned long nr_free; /* blocks on free_list */
+};
+
+#define ZONE_MAX_SECTIONS 16384 /* 64 GiB per zone */
+#define PCP_MAX_ORDER 3         /* the kernel's PAGE_ALLOC_COSTLY_ORDER */
+#define DECAY_MIN_ORDER 4       /* free blocks of >= 64 KiB are decommitted after a delay */
+
+/*
+ * A zone.  Every field below lock is guarded by it; fields read without it
+ * say so.
+ */
+struct zone {
+	kmm_lock_t lock;
+	const char *name;
+	int node;
+	struct free_area free_area[KMM_MAX_ORDER];
+	unsigned free_mask;            /* bit k: free_area[k] non-empty */
+	struct list_head decay_list;   /* free blocks >= DECAY_MIN_ORDER with resident frames */
+	unsigned long managed_pages;   /* frames in mapped sections */
+	unsigned long free_pages;      /* frames on free_area lists */
+	unsigned long pcp_pages;       /* frames on threads' pcp lists */
+	unsigned long resident_pages;  /* frames with their resident bit set */
+	unsigned long min_free_pages;  /* watermark: only KMM_GFP_HIGH goes below */
+	uint64_t last_decay_ms;
+	unsigned long sections_added, sections_released;
+	unsigned nr_sections;          /* sections mapped */
+	unsigned section_hwm;          /* slots ever used in section[] */
+	unsigned free_slot_top;        /* stack of free section[] slots */
+	unsigned *free_slots;
+	struct mem_section **section;  /* [ZONE_MAX_SECTIONS], index = pfn / KMM_SECTION_PAGES */
+};
+
+/* The zone behind kmm_alloc_pages() and every layer above. */
+extern struct zone zone_normal;
+
+static always_inline struct mem_section *page_section(const struct page *page)
+{
+	return (struct mem_section *)((uintptr_t)page & ~(SECTION_DESC_SIZE - 1));
+}
+static always_inline size_t page_index(const struct page *page)
+{
+	return (size_t)(page - page_section(page)->mem_map);
+}
+static always_inline unsigned long page_to_pfn(const struct page *page)
+{
+	return page_section(page)->start_pfn + page_index(page);
+}
+static always_inline void *page_to_virt(const struct page *page)
+{
+	return (void *)(page_section(page)->vaddr + (page_index(page) << KMM_PAGE_SHIFT));
+}
+/* The descriptor of the frame mapped at @addr, or NULL if no zone owns it. */
+static always_inline struct page *virt_to_page(const void *addr)
+{
+	uintptr_t e = pagemap_lookup(addr);
+	if (unlikely(pagemap_kind(e) != PAGEMAP_SECTION))
+		return NULL;
+	struct mem_section *ms = pagemap_ptr(e);
+	return &ms->mem_map[((uintptr_t)addr >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1)];
+}
+struct page *pfn_to_page(struct zone *z, unsigned long pfn);
+
+/* For a page inside a compound block: its head; otherwise the page itself. */
+static always_inline struct page *compound_head(struct page *page)
+{
+	return (page->flags & PG_tail) ? page->head : page;
+}
+
+/*
+ * Allocate a block of 2^order pages; the head comes back with PG_head and
+ * ->order set.  NULL with errno set (EINVAL, ENOMEM).  KMM_GFP_ZERO honoured.
+ */
+struct page *alloc_pages(unsigned flags, unsigned order);
+/* Free a block from alloc_pages(); the caller has checked the head. */
+void free_pages(struct page *page, unsigned order);
+
+/*
+ * Allocate exactly @nr pages (<= KMM_SECTION_PAGES) as one contiguous run:
+ * a block of the covering order whose unused tail goes back to the zone.
+ * The head has PG_head | PG_large and ->nr_pages = nr.
+ */
+struct page *alloc_pages_exact(unsigned flags, unsigned long nr);
+void free_pages_exact(struct page *page, unsigned long nr);
+/*
+ * Grow a run from alloc_pages_exact() in place to @new_nr pages if the
+ * frames behind it are free; true on success.
+ */
+bool grow_pages_exact(struct page *page, unsigned long new_nr);
+
+/* Mark/unmark the tails of a block as belonging to @head (compound pages). */
+void prep_compound(struct page *head, unsigned order);
+void clear_compound(struct page *head, unsigned order);
+
+/* Drain the calling thread's pcp lists into the zone. */
+void pcp_drain_local(void);
+/* Called once by the thread layer when a thread exits. */
+void pcp_thread_exit(void);
+
+/* Decommit old free blocks; with @force, all of them, now.  Returns pages given back. */
+unsigned long zone_decay(struct zone *z, bool force);
+
+void page_alloc_init(void);
+
+#endif /* KMM_PAGE_ALLOC_H */

@@ -1,0 +1,942 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * slab.c - object caches, SLUB-style.
+ *
+ * A slab is a buddy block carved into equal slots; the free slots are linked
+ * through a free pointer stored in each free object (at ->offset: 0, or after
+ * the object when a constructor or poisoning needs the object intact).  The
+ * slab's state lives in its head page's descriptor, like the kernel's
+ * struct slab overlaying struct page:
+ *
+ *   counters  one 64-bit word changed only by compare-and-swap:
+ *             bits 0..47  freelist  the slab's shared free list
+ *             bits 48..62 inuse     objects not on that free list
+ *             bit  63     frozen    a thread holds the slab (active or on its
+ *                                   cpu partial list)
+ *             SLUB updates freelist and counters with a double-word CAS; user
+ *             addresses fit in 47 bits, so one word holds both here.
+ *
+ * A slab is in exactly one of these states:
+ *   frozen    held by one thread: its active slab (kmem_cache_cpu.slab) or
+ *             one on its cpu partial list.  Only the holder allocates from it.
+ *   partial   unfrozen, on the cache's node partial list (list_lock), with
+ *             free objects (or empty, kept as one of min_partial).
+ *   full      unfrozen, freelist empty, on no list.
+ *
+ * Allocation fast path (no lock, no atomic): pop the thread's private
+ * freelist of its active slab.  When that runs dry, take the slab's shared
+ * freelist (what other threads freed) with one CAS; if it is empty the slab
+ * goes full and unfrozen, and the thread moves on to its cpu partial slabs,
+ * then the node partial list (taking a few slabs under one lock), then a new
+ * slab from the page allocator, whose objects are constructed then and only
+ * then.
+ *
+ * Free fast path: an object of the thread's own active slab goes on the
+ * private freelist.  Any other free is one CAS pushing the object on the
+ * slab's shared freelist (lock-free; never waits for the slab's holder).
+ * Two transitions need more (the kernel's __slab_free):
+ *   full -> partial   the freeing thread freezes the slab in the same CAS and
+ *                     keeps it on its own cpu partial list: still no lock.
+ *   partial -> empty  the slab sits on the node list: list_lock is taken
+ *                     before the CAS, and the slab is freed if the node
+ *                     already keeps min_partial slabs.
+ * A thread's cpu partial list is bounded (cpu_partial_slabs); past the bound
+ * it is unfrozen onto the node list in one locked pass.
+ *
+ * Memory ordering: a freer writes the object's free pointer, then publishes
+ * it with a release CAS; whoever takes the freelist does so with an acquire
+ * CAS, so the free pointers it walks are visible.  A thread's
+ * kmem_cache_cpu is touched only by that thread, and by kmm_cache_destroy()
+ * and thread exit under slab_threads_lock (destroy requires that no thread
+ * uses the cache).
+ *
+ * Lock order: slab_mutex -> slab_threads_lock -> cache list_lock -> zone.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "slab.h"
+#include "thread.h"
+
+/* ---- the slab word ---- */
+
+#define SW_FREELIST_MASK ((1ull << 48) - 1)
+#define SW_INUSE_SHIFT 48
+#define SW_INUSE_MAX 0x7fffu
+#define SW_FROZEN (1ull << 63)
+
+static always_inline uint64_t sw_pack(void *freelist, unsigned inuse, bool frozen)
+{
+	return (uint64_t)(uintptr_t)freelist | ((uint64_t)inuse << SW_INUSE_SHIFT) |
+	       (frozen ? SW_FROZEN : 0);
+}
+static always_inline void *sw_freelist(uint64_t w) { return (void *)(uintptr_t)(w & SW_FREELIST_MASK); }
+static always_inline unsigned sw_inuse(uint64_t w) { return (unsigned)(w >> SW_INUSE_SHIFT) & SW_INUSE_MAX; }
+static always_inline bool sw_frozen(uint64_t w) { return (w & SW_FROZEN) != 0; }
+
+static always_inline uint64_t slab_word(struct page *slab)
+{
+	return __atomic_load_n(&slab->counters, __ATOMIC_ACQUIRE);
+}
+static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t new)
+{
+	return __atomic_compare_exchange_n(&slab->counters, old, new, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+
+static always_inline void *get_freepointer(const struct kmm_cache *s, void *obj)
+{
+	return *(void **)((char *)obj + s->offset);
+}
+static always_inline void set_freepointer(const struct kmm_cache *s, void *obj, void *next)
+{
+	*(void **)((char *)obj + s->offset) = next;
+}
+
+/* ---- caches and threads ---- */
+
+static kmm_lock_t slab_mutex = KMM_LOCK_INIT;  /* slab_caches, cache ids */
+static struct list_head slab_caches = {&slab_caches, &slab_caches};
+static uint64_t cache_ids[SLAB_MAX_CACHES / 64];
+#define FIRST_USER_CACHE_ID 64 /* ids below are the static caches' */
+#define KMEM_CACHE_ID 63
+
+/* The cache that struct kmm_cache objects come from (bootstrapped statically). */
+static struct kmm_cache kmem_cache_cache;
+
+#define SLOTS_PER_CHUNK 128
+#define SLAB_CHUNKS (SLAB_MAX_CACHES / SLOTS_PER_CHUNK)
+
+/*
+ * A thread's slab state: kmem_cache_cpu slots indexed by cache id, in chunks
+ * of 128 made on first use (chunk 0, which holds the static caches, is
+ * inline).  Chunk pointers are published with release stores because
+ * kmm_cache_destroy() reads them from other threads.
+ */
+struct slab_thread {
+	struct kmem_cache_cpu *chunk[SLAB_CHUNKS];
+	struct list_head registry; /* slab_threads (slab_threads_lock) */
+	struct kmem_cache_cpu first[SLOTS_PER_CHUNK];
+};
+#define SLAB_THREAD_ORDER 1
+_Static_assert(sizeof(struct slab_thread) <= (KMM_PAGE_SIZE << SLAB_THREAD_ORDER), "slab_thread");
+_Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE, "chunk");
+
+static __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
+static kmm_lock_t slab_threads_lock = KMM_LOCK_INIT;
+static struct list_head slab_threads = {&slab_threads, &slab_threads};
+
+static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsigned id)
+{
+	struct kmem_cache_cpu *chunk =
+		__atomic_load_n(&t->chunk[id / SLOTS_PER_CHUNK], __ATOMIC_ACQUIRE);
+	return chunk ? &chunk[id % SLOTS_PER_CHUNK] : NULL;
+}
+
+/* The calling thread's slot for cache @id, made on demand; NULL + ENOMEM. */
+static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id)
+{
+	struct slab_thread *t = slab_tls;
+	if (!t) {
+		struct page *pg = alloc_pages(KMM_GFP_KERNEL | KMM_GFP_ZERO, SLAB_THREAD_ORDER);
+		if (!pg)
+			return NULL;
+		t = page_to_virt(pg);
+		t->chunk[0] = t->first;
+		kmm_lock(&slab_threads_lock);
+		list_add(&t->registry, &slab_threads);
+		kmm_unlock(&slab_threads_lock);
+		slab_tls = t;
+		thread_register();
+	}
+	struct kmem_cache_cpu *c = cpu_slot(t, id);
+	if (c)
+		return c;
+	struct page *pg = alloc_pages(KMM_GFP_KERNEL | KMM_GFP_ZERO, 0);
+	if (!pg)
+		return NULL;
+	__atomic_store_n(&t->chunk[id / SLOTS_PER_CHUNK], (struct kmem_cache_cpu *)page_to_virt(pg),
+			 __ATOMIC_RELEASE);
+	return cpu_slot(t, id);
+}
+
+/* ---- the node partial list (list_lock held) ---- */
+
+static void partial_add(struct kmm_cache *s, struct page *slab)
+{
+	list_add_tail(&slab->slab_list, &s->partial);
+	__atomic_store_n(&s->nr_partial, s->nr_partial + 1, __ATOMIC_RELAXED);
+}
+
+static void partial_del(struct kmm_cache *s, struct page *slab)
+{
+	list_del(&slab->slab_list);
+	__atomic_store_n(&s->nr_partial, s->nr_partial - 1, __ATOMIC_RELAXED);
+}
+
+/* ---- slabs ---- */
+
+static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelist)
+{
+	struct page *slab = alloc_pages(flags & ~KMM_GFP_ZERO, s->order);
+	if (!slab)
+		return NULL;
+	slab->flags = PG_head | PG_slab;
+	prep_compound(slab, s->order);
+	slab->slab_cache = s;
+	slab->objects = (uint16_t)s->objects;
+	char *base = page_to_virt(slab);
+	for (unsigned i = 0; i < s->objects; i++) {
+		char *obj = base + (size_t)i * s->size;
+		if (s->ctor)
+			s->ctor(obj);
+		set_freepointer(s, obj, i + 1 < s->objects ? obj + s->size : NULL);
+	}
+	/* Every object goes to the new holder's private freelist. */
+	__atomic_store_n(&slab->counters, sw_pack(NULL, s->objects, true), __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->nr_slabs, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->total_objects, s->objects, __ATOMIC_RELAXED);
+	*freelist = base;
+	return slab;
+}
+
+static void discard_slab(struct kmm_cache *s, struct page *slab)
+{
+	__atomic_fetch_sub(&s->nr_slabs, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&s->total_objects, s->objects, __ATOMIC_RELAXED);
+	clear_compound(slab, s->order);
+	slab->flags = PG_head;
+	free_pages(slab, s->order);
+}
+
+/* Discard a chain of slabs linked through slab_list.next. */
+static void discard_chain(struct kmm_cache *s, struct page *chain)
+{
+	while (chain) {
+		struct page *next = (struct page *)chain->slab_list.next;
+		discard_slab(s, chain);
+		chain = next;
+	}
+}
+
+/*
+ * Take the shared freelist of the thread's active slab (the kernel's
+ * get_freelist).  If it is empty the slab becomes full and unfrozen in the
+ * same CAS, and NULL is returned.
+ */
+static void *get_freelist(struct kmm_cache *s, struct page *slab)
+{
+	uint64_t old = slab_word(slab), new;
+	do {
+		void *fl = sw_freelist(old);
+		new = fl ? sw_pack(NULL, s->objects, true) : sw_pack(NULL, sw_inuse(old), false);
+	} while (!slab_cas(slab, &old, new));
+	return sw_freelist(old);
+}
+
+static void freeze(struct page *slab)
+{
+	uint64_t old = slab_word(slab);
+	while (!slab_cas(slab, &old, old | SW_FROZEN))
+		;
+}
+
+/* Unfreeze the thread's cpu partial slabs onto the node list (unfreeze_partials). */
+static void unfreeze_partials(struct kmm_cache *s, struct kmem_cache_cpu *c)
+{
+	struct page *list = c->partial, *discard = NULL;
+	c->partial = NULL;
+	c->nr_partial = 0;
+	kmm_lock(&s->list_lock);
+	while (list) {
+		struct page *slab = list;
+		list = (struct page *)slab->slab_list.next;
+		uint64_t old = slab_word(slab), new;
+		do
+			new = old & ~SW_FROZEN;
+		while (!slab_cas(slab, &old, new));
+		if (sw_inuse(new) == 0 && s->nr_partial >= s->min_partial) {
+			slab->slab_list.next = (struct list_head *)discard;
+			discard = slab;
+		} else {
+			partial_add(s, slab);
+		}
+	}
+	kmm_unlock(&s->list_lock);
+	discard_chain(s, discard);
+}
+
+/*
+ * Give back the thread's active slab together with its private freelist
+ * (the kernel's deactivate_slab).
+ */
+static void deactivate_slab(struct kmm_cache *s, struct page *slab, void *freelist)
+{
+	unsigned k = 0;
+	void *tail = NULL;
+	for (void *p = freelist; p; p = get_freepointer(s, p)) {
+		tail = p;
+		k++;
+	}
+	kmm_lock(&s->list_lock);
+	uint64_t old = slab_word(slab), new;
+	do {
+		void *shared = sw_freelist(old);
+		if (tail)
+			set_freepointer(s, tail, shared);
+		new = sw_pack(tail ? freelist : shared, sw_inuse(old) - k, false);
+	} while (!slab_cas(slab, &old, new));
+	if (sw_inuse(new) == 0 && s->nr_partial >= s->min_partial) {
+		kmm_unlock(&s->list_lock);
+		discard_slab(s, slab);
+		return;
+	}
+	if (sw_freelist(new))
+		partial_add(s, slab);
+	kmm_unlock(&s->list_lock);
+}
+
+static void flush_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c)
+{
+	if (c->slab) {
+		deactivate_slab(s, c->slab, c->freelist);
+		c->slab = NULL;
+		c->freelist = NULL;
+	}
+	if (c->partial)
+		unfreeze_partials(s, c);
+}
+
+/* The cache a non-empty slot belongs to. */
+static struct kmm_cache *slot_cache(const struct kmem_cache_cpu *c)
+{
+	return c->slab ? c->slab->slab_cache : c->partial ? c->partial->slab_cache : NULL;
+}
+
+/* Flush every slot of thread @t.  slab_threads_lock held. */
+static void flush_thread(struct slab_thread *t)
+{
+	for (unsigned i = 0; i < SLAB_CHUNKS; i++) {
+		struct kmem_cache_cpu *chunk = __atomic_load_n(&t->chunk[i], __ATOMIC_ACQUIRE);
+		if (!chunk)
+			continue;
+		for (unsigned j = 0; j < SLOTS_PER_CHUNK; j++) {
+			struct kmm_cache *s = slot_cache(&chunk[j]);
+			if (s)
+				flush_cpu(s, &chunk[j]);
+		}
+	}
+}
+
+/*
+ * Move a few slabs from the node partial list to the thread: the first
+ * becomes the active slab, the rest go on its cpu partial list, so the
+ * lock is taken once for several slabs.  Returns false if the list is empty.
+ */
+static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
+{
+	if (!__atomic_load_n(&s->nr_partial, __ATOMIC_RELAXED))
+		return false;
+	unsigned want = 1 + s->cpu_partial_slabs / 2, got = 0;
+	kmm_lock(&s->list_lock);
+	while (got < want && !list_empty(&s->partial)) {
+		struct page *slab = list_first_entry(&s->partial, struct page, slab_list);
+		partial_del(s, slab);
+		freeze(slab);
+		if (got++ == 0) {
+			c->slab = slab;
+		} else {
+			slab->slab_list.next = (struct list_head *)c->partial;
+			c->partial = slab;
+			c->nr_partial++;
+		}
+	}
+	kmm_unlock(&s->list_lock);
+	return got > 0;
+}
+
+/* Find the next free object for the thread (the kernel's ___slab_alloc). */
+static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags)
+{
+	for (;;) {
+		if (c->slab) {
+			void *fl = get_freelist(s, c->slab);
+			if (fl)
+				return fl;
+			c->slab = NULL; /* full and unfrozen now */
+		}
+		if (c->partial) {
+			c->slab = c->partial;
+			c->partial = (struct page *)c->slab->slab_list.next;
+			c->nr_partial--;
+			continue;
+		}
+		if (get_partial_node(s, c))
+			continue;
+		void *fl;
+		struct page *slab = new_slab(s, flags, &fl);
+		if (!slab)
+			return NULL;
+		c->slab = slab;
+		return fl;
+	}
+}
+
+static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
+{
+	struct kmem_cache_cpu *c = cpu_slot_get(s->id);
+	if (!c)
+		return NULL;
+	void *obj = refill_cpu(s, c, flags);
+	if (!obj) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	c->freelist = get_freepointer(s, obj);
+	if (flags & KMM_GFP_ZERO)
+		memset(obj, 0, s->object_size);
+	return obj;
+}
+
+void *slab_alloc(struct kmm_cache *s, unsigned flags)
+{
+	struct slab_thread *t = slab_tls;
+	if (likely(t)) {
+		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
+		if (likely(c)) {
+			void *obj = c->freelist;
+			if (likely(obj)) {
+				c->freelist = get_freepointer(s, obj);
+				if (unlikely(flags & KMM_GFP_ZERO))
+					memset(obj, 0, s->object_size);
+				return obj;
+			}
+		}
+	}
+	return slab_alloc_slow(s, flags);
+}
+
+static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
+{
+	slab->slab_list.next = (struct list_head *)c->partial;
+	c->partial = slab;
+	if (++c->nr_partial > s->cpu_partial_slabs)
+		unfreeze_partials(s, c);
+}
+
+/* A free that is not to the thread's active slab (the kernel's __slab_free). */
+static noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj,
+				    const char *fn)
+{
+	struct slab_thread *t = slab_tls;
+	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
+	bool locked = false, was_frozen, frozen;
+	void *prior;
+	unsigned inuse;
+	uint64_t old = slab_word(slab);
+	for (;;) {
+		prior = sw_freelist(old);
+		inuse = sw_inuse(old);
+		KMM_CHECK(obj != prior, fn, "double free %p", obj);
+		KMM_CHECK(inuse > 0, fn, "double free %p (no object of its slab is in use)", obj);
+		was_frozen = frozen = sw_frozen(old);
+		if (!was_frozen) {
+			if (!prior) {
+				/* full -> partial: keep it on our cpu partial list. */
+				if (!c)
+					c = cpu_slot_get(s->id);
+				if (c)
+					frozen = true;
+				else if (!locked) {
+					kmm_lock(&s->list_lock);
+					locked = true;
+				}
+			} else if (inuse == 1 && !locked) {
+				/* partial -> empty: the node list must not change under us. */
+				kmm_lock(&s->list_lock);
+				locked = true;
+			}
+		}
+		set_freepointer(s, obj, prior);
+		if (slab_cas(slab, &old, sw_pack(obj, inuse - 1, frozen)))
+			break;
+	}
+	if (was_frozen || frozen) {
+		if (locked)
+			kmm_unlock(&s->list_lock);
+		if (!was_frozen)
+			put_cpu_partial(s, c, slab);
+		return;
+	}
+	if (!locked)
+		return; /* partial stays partial */
+	if (inuse == 1 && s->nr_partial >= s->min_partial) {
+		if (prior)
+			partial_del(s, slab);
+		kmm_unlock(&s->list_lock);
+		discard_slab(s, slab);
+		return;
+	}
+	if (!prior)
+		partial_add(s, slab);
+	kmm_unlock(&s->list_lock);
+}
+
+static always_inline void slab_free(struct kmm_cache *s, struct page *slab, void *obj,
+				    const char *fn)
+{
+	struct slab_thread *t = slab_tls;
+	if (likely(t)) {
+		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
+		if (likely(c && c->slab == slab)) {
+			KMM_CHECK(obj != c->freelist, fn, "double free %p", obj);
+			set_freepointer(s, obj, c->freelist);
+			c->freelist = obj;
+			return;
+		}
+	}
+	slab_free_slow(s, slab, obj, fn);
+}
+
+/* Index of @obj in @slab, checked: aborts unless obj is the start of a slot. */
+static always_inline void check_object(const struct kmm_cache *s, struct page *slab,
+				       const void *obj, const char *fn)
+{
+	size_t off = (size_t)((const char *)obj - (const char *)page_to_virt(slab));
+	size_t idx = (size_t)(((uint64_t)off * s->reciprocal) >> 44);
+	KMM_CHECK(idx * s->size == off && idx < s->objects, fn,
+		  "invalid pointer %p (not the start of an object of cache %s)", obj, s->name);
+}
+
+void slab_free_checked(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
+{
+	check_object(s, slab, obj, fn);
+	slab_free(s, slab, obj, fn);
+}
+
+/* ---- cache creation ---- */
+
+/* Slab order: >= 8 objects in at most 8 pages if possible, tail waste <= 1/8. */
+static unsigned calculate_order(size_t size)
+{
+	for (unsigned min_objects = 8; min_objects >= 1; min_objects /= 2)
+		for (unsigned order = 0; order <= PCP_MAX_ORDER; order++) {
+			size_t bytes = KMM_PAGE_SIZE << order, n = bytes / size;
+			if (n >= min_objects && (bytes - n * size) * 8 <= bytes)
+				return order;
+		}
+	for (unsigned order = PCP_MAX_ORDER + 1; order < KMM_MAX_ORDER; order++) {
+		size_t bytes = KMM_PAGE_SIZE << order, n = bytes / size;
+		if (n >= 1 && (bytes - n * size) * 8 <= bytes)
+			return order;
+	}
+	return order_for_bytes(size);
+}
+
+int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t align,
+		     unsigned long flags, void (*ctor)(void *), unsigned id)
+{
+	if (!align)
+		align = sizeof(void *);
+	if (flags & KMM_SLAB_HWCACHE_ALIGN) {
+		size_t ralign = KMM_CACHELINE;
+		while (size <= ralign / 2)
+			ralign /= 2;
+		align = MAX(align, ralign);
+	}
+	align = MAX(align, sizeof(void *));
+	size_t sz = ALIGN_UP(size, sizeof(void *)), offset = 0;
+	if (ctor || (flags & KMM_SLAB_POISON)) {
+		/* The object must stay intact while free: the pointer goes after it. */
+		offset = sz;
+		sz += sizeof(void *);
+	}
+	sz = ALIGN_UP(sz, align);
+	unsigned order = calculate_order(sz);
+	size_t objects = (KMM_PAGE_SIZE << order) / sz;
+	if (objects == 0 || objects > SW_INUSE_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	s->id = id;
+	s->size = (unsigned)sz;
+	s->object_size = (unsigned)size;
+	s->offset = (unsigned)offset;
+	s->align = (unsigned)align;
+	s->order = order;
+	s->objects = (unsigned)objects;
+	s->reciprocal = (1ull << 44) / sz + 1;
+	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
+	s->cpu_partial_slabs = MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
+	s->min_partial = (unsigned long)kmm_tunables[KMM_TUNE_MIN_PARTIAL];
+	s->flags = flags;
+	s->ctor = ctor;
+	s->name = name;
+	kmm_lock_init(&s->list_lock);
+	list_init(&s->partial);
+	s->nr_partial = 0;
+	s->nr_slabs = s->total_objects = 0;
+	kmm_lock(&slab_mutex);
+	cache_ids[id / 64] |= 1ull << (id % 64);
+	list_add(&s->list, &slab_caches);
+	kmm_unlock(&slab_mutex);
+	return 0;
+}
+
+void slab_init(void)
+{
+	slab_cache_setup(&kmem_cache_cache, "kmem_cache", sizeof(struct kmm_cache), 0,
+			 KMM_SLAB_HWCACHE_ALIGN, NULL, KMEM_CACHE_ID);
+}
+
+static int alloc_cache_id(void)
+{
+	for (unsigned w = FIRST_USER_CACHE_ID / 64; w < ARRAY_SIZE(cache_ids); w++)
+		if (~cache_ids[w])
+			return (int)(w * 64 + (unsigned)__builtin_ctzll(~cache_ids[w]));
+	return -1;
+}
+
+static noinline struct kmm_cache *create_failed(const char *name, unsigned long flags, int err)
+{
+	if (flags & KMM_SLAB_PANIC)
+		kmm_fatal("kmm_cache_create", "cannot create cache %s: %s", name ? name : "(null)",
+			  err == EINVAL ? "invalid argument" : "out of memory");
+	errno = err;
+	return NULL;
+}
+
+KMM_EXPORT struct kmm_cache *kmm_cache_create(const char *name, size_t size, size_t align,
+					      unsigned long flags, void (*ctor)(void *))
+{
+	if (!name || size == 0 || size > KMM_CACHE_MAX_SIZE ||
+	    (align && (!IS_POW2(align) || align > KMM_PAGE_SIZE)) || (flags & ~KMM_SLAB_VALID_FLAGS))
+		return create_failed(name, flags, EINVAL);
+	kmm_ensure_init();
+	struct kmm_cache *s = slab_alloc(&kmem_cache_cache, KMM_GFP_KERNEL | KMM_GFP_ZERO);
+	if (!s)
+		return create_failed(name, flags, ENOMEM);
+	size_t len = strlen(name);
+	char *copy = kmm_kmalloc(len + 1, KMM_GFP_KERNEL);
+	if (!copy) {
+		kmm_cache_free(&kmem_cache_cache, s);
+		return create_failed(name, flags, ENOMEM);
+	}
+	memcpy(copy, name, len + 1);
+	kmm_lock(&slab_mutex);
+	int id = alloc_cache_id();
+	if (id >= 0)
+		cache_ids[id / 64] |= 1ull << (id % 64); /* reserve before dropping the lock */
+	kmm_unlock(&slab_mutex);
+	if (id < 0 || slab_cache_setup(s, copy, size, align, flags, ctor, (unsigned)id) != 0) {
+		if (id >= 0) {
+			kmm_lock(&slab_mutex);
+			cache_ids[id / 64] &= ~(1ull << (id % 64));
+			kmm_unlock(&slab_mutex);
+		}
+		kmm_kfree(copy);
+		kmm_cache_free(&kmem_cache_cache, s);
+		return create_failed(name, flags, id < 0 ? ENOMEM : EINVAL);
+	}
+	s->name_allocated = true;
+	return s;
+}
+
+KMM_EXPORT void *kmm_cache_alloc(struct kmm_cache *s, unsigned flags)
+{
+	if (unlikely(!s || (flags & ~KMM_GFP_VALID_MASK))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	void *obj = slab_alloc(s, flags);
+	if (unlikely(!obj) && (s->flags & KMM_SLAB_PANIC))
+		kmm_fatal("kmm_cache_alloc", "cache %s: out of memory", s->name);
+	return obj;
+}
+
+struct page *slab_of_object(const void *obj, struct page *page, const char *fn)
+{
+	KMM_CHECK(page, fn, "invalid pointer %p", obj);
+	struct page *slab = compound_head(page);
+	KMM_CHECK(slab->flags & PG_slab, fn, "invalid pointer %p (not a slab object)", obj);
+	return slab;
+}
+
+KMM_EXPORT void kmm_cache_free(struct kmm_cache *s, void *obj)
+{
+	static const char fn[] = "kmm_cache_free";
+	if (!obj)
+		return;
+	struct page *slab = slab_of_object(obj, virt_to_page(obj), fn);
+	KMM_CHECK(slab->slab_cache == s, fn, "object %p belongs to cache %s, not %s", obj,
+		  slab->slab_cache->name, s ? s->name : "(null)");
+	slab_free_checked(s, slab, obj, fn);
+}
+
+/* Discard the empty slabs on the node list (all of them: shrinking ignores min_partial). */
+static unsigned long discard_empty_partials(struct kmm_cache *s)
+{
+	struct page *discard = NULL;
+	unsigned long n = 0;
+	struct list_head *pos, *tmp;
+	kmm_lock(&s->list_lock);
+	list_for_each_safe(pos, tmp, &s->partial)
+	{
+		struct page *slab = list_entry(pos, struct page, slab_list);
+		if (sw_inuse(slab_word(slab)) == 0) {
+			partial_del(s, slab);
+			slab->slab_list.next = (struct list_head *)discard;
+			discard = slab;
+			n++;
+		}
+	}
+	kmm_unlock(&s->list_lock);
+	discard_chain(s, discard);
+	return n;
+}
+
+static void flush_local_slot(struct kmm_cache *s)
+{
+	kmm_lock(&slab_threads_lock);
+	struct slab_thread *t = slab_tls;
+	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
+	if (c)
+		flush_cpu(s, c);
+	kmm_unlock(&slab_threads_lock);
+}
+
+KMM_EXPORT int kmm_cache_shrink(struct kmm_cache *s)
+{
+	if (!s) {
+		errno = EINVAL;
+		return -1;
+	}
+	flush_local_slot(s);
+	discard_empty_partials(s);
+	return __atomic_load_n(&s->nr_slabs, __ATOMIC_RELAXED) ? 1 : 0;
+}
+
+/* Free objects on the node list, and how many of its slabs are empty. list_lock held. */
+static unsigned long node_free_objects(struct kmm_cache *s, unsigned long *empty)
+{
+	unsigned long free_objs = 0, n_empty = 0;
+	struct list_head *pos;
+	list_for_each(pos, &s->partial)
+	{
+		struct page *slab = list_entry(pos, struct page, slab_list);
+		unsigned inuse = sw_inuse(slab_word(slab));
+		free_objs += slab->objects - inuse;
+		n_empty += inuse == 0;
+	}
+	if (empty)
+		*empty = n_empty;
+	return free_objs;
+}
+
+KMM_EXPORT void kmm_cache_destroy(struct kmm_cache *s)
+{
+	if (!s)
+		return;
+	KMM_CHECK(s != &kmem_cache_cache && !s->is_kmalloc, "kmm_cache_destroy",
+		  "cache %s is kmm's own and cannot be destroyed", s->name);
+	kmm_lock(&slab_mutex);
+	kmm_lock(&slab_threads_lock);
+	struct list_head *pos;
+	list_for_each(pos, &slab_threads)
+	{
+		struct slab_thread *t = list_entry(pos, struct slab_thread, registry);
+		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
+		if (c)
+			flush_cpu(s, c);
+	}
+	kmm_unlock(&slab_threads_lock);
+	discard_empty_partials(s);
+	kmm_lock(&s->list_lock);
+	unsigned long in_use = __atomic_load_n(&s->total_objects, __ATOMIC_RELAXED) -
+			       node_free_objects(s, NULL);
+	kmm_unlock(&s->list_lock);
+	if (in_use) {
+		/* As the kernel does: report, and keep the cache and its slabs. */
+		kmm_warn("kmm_cache_destroy(): cache %s still has %lu objects in use", s->name, in_use);
+		kmm_unlock(&slab_mutex);
+		return;
+	}
+	list_del(&s->list);
+	cache_ids[s->id / 64] &= ~(1ull << (s->id % 64));
+	kmm_unlock(&slab_mutex);
+	if (s->name_allocated)
+		kmm_kfree(s->name);
+	kmm_cache_free(&kmem_cache_cache, s);
+}
+
+KMM_EXPORT size_t kmm_cache_size(const struct kmm_cache *s) { return s ? s->object_size : 0; }
+
+KMM_EXPORT void kmm_cache_stats(const struct kmm_cache *cs, struct kmm_cache_stats *out)
+{
+	struct kmm_cache *s = (struct kmm_cache *)cs;
+	unsigned long empty;
+	memset(out, 0, sizeof(*out));
+	if (!s)
+		return;
+	kmm_lock(&s->list_lock);
+	unsigned long node_free = node_free_objects(s, &empty);
+	out->num_objs = __atomic_load_n(&s->total_objects, __ATOMIC_RELAXED);
+	out->num_slabs = __atomic_load_n(&s->nr_slabs, __ATOMIC_RELAXED);
+	kmm_unlock(&s->list_lock);
+	out->name = s->name;
+	out->object_size = s->object_size;
+	out->size = s->size;
+	out->align = s->align;
+	out->objects_per_slab = s->objects;
+	out->pages_per_slab = 1u << s->order;
+	/* As SLUB: objects held by threads' slabs count as active. */
+	out->active_objs = out->num_objs - node_free;
+	out->active_slabs = out->num_slabs - empty;
+}
+
+KMM_EXPORT void kmm_slabinfo(FILE *out)
+{
+	kmm_ensure_init();
+	fprintf(out, "slabinfo - version: 2.1\n");
+	fprintf(out, "# name            <active_objs> <num_objs> <objsize> <objperslab> "
+		     "<pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata "
+		     "<active_slabs> <num_slabs> <sharedavail>\n");
+	kmm_lock(&slab_mutex);
+	struct list_head *pos;
+	list_for_each(pos, &slab_caches)
+	{
+		struct kmm_cache *s = list_entry(pos, struct kmm_cache, list);
+		struct kmm_cache_stats st;
+		kmm_cache_stats(s, &st);
+		fprintf(out, "%-17s %6lu %6lu %6u %4u %4d : tunables %4u %4u %4u : slabdata %6lu %6lu %6lu\n",
+			s->name, st.active_objs, st.num_objs, s->size, s->objects, 1 << s->order, 0u, 0u,
+			0u, st.active_slabs, st.num_slabs, 0ul);
+	}
+	kmm_unlock(&slab_mutex);
+}
+
+/* ---- thread life cycle, trimming ---- */
+
+void slab_flush_local(void)
+{
+	kmm_lock(&slab_threads_lock);
+	if (slab_tls)
+		flush_thread(slab_tls);
+	kmm_unlock(&slab_threads_lock);
+}
+
+unsigned long slab_shrink_all(void)
+{
+	unsigned long n = 0;
+	kmm_lock(&slab_mutex);
+	struct list_head *pos;
+	list_for_each(pos, &slab_caches)
+		n += discard_empty_partials(list_entry(pos, struct kmm_cache, list));
+	kmm_unlock(&slab_mutex);
+	return n;
+}
+
+void slab_thread_exit(void)
+{
+	struct slab_thread *t = slab_tls;
+	if (!t)
+		return;
+	kmm_lock(&slab_threads_lock);
+	flush_thread(t);
+	list_del(&t->registry);
+	kmm_unlock(&slab_threads_lock);
+	slab_tls = NULL;
+	for (unsigned i = 1; i < SLAB_CHUNKS; i++)
+		if (t->chunk[i])
+			free_pages(virt_to_page(t->chunk[i]), 0);
+	free_pages(virt_to_page(t), SLAB_THREAD_ORDER);
+}
+
+/* ---- validation ---- */
+
+#define SFAIL(...)                                                                               \
+	do {                                                                                     \
+		kmm_warn("slab_validate: " __VA_ARGS__);                                         \
+		ok = false;                                                                      \
+	} while (0)
+
+/* Walk a freelist of @slab: every entry a slot start, no cycle; returns its length. */
+static unsigned walk_freelist(struct kmm_cache *s, struct page *slab, void *fl, bool *okp)
+{
+	bool ok = true;
+	unsigned n = 0;
+	char *base = page_to_virt(slab);
+	for (void *p = fl; p; p = get_freepointer(s, p)) {
+		size_t off = (size_t)((char *)p - base);
+		if ((char *)p < base || off % s->size || off / s->size >= s->objects) {
+			SFAIL("cache %s: free pointer %p outside slab %p", s->name, p, (void *)base);
+			break;
+		}
+		if (++n > s->objects) {
+			SFAIL("cache %s: freelist of slab %p has a cycle", s->name, (void *)base);
+			break;
+		}
+	}
+	if (!ok)
+		*okp = false;
+	return n;
+}
+
+static bool cache_validate(struct kmm_cache *s)
+{
+	bool ok = true;
+	unsigned long n = 0;
+	kmm_lock(&s->list_lock);
+	struct list_head *pos;
+	list_for_each(pos, &s->partial)
+	{
+		struct page *slab = list_entry(pos, struct page, slab_list);
+		uint64_t w = slab_word(slab);
+		if (slab->flags != (PG_head | PG_slab) || slab->slab_cache != s ||
+		    slab->order != s->order || slab->objects != s->objects)
+			SFAIL("cache %s: partial slab %p has a bad descriptor", s->name, page_to_virt(slab));
+		if (sw_frozen(w))
+			SFAIL("cache %s: frozen slab %p on the node list", s->name, page_to_virt(slab));
+		unsigned nfree = walk_freelist(s, slab, sw_freelist(w), &ok);
+		if (nfree + sw_inuse(w) != s->objects || nfree == 0)
+			SFAIL("cache %s: slab %p: %u free + %u in use != %u objects", s->name,
+			      page_to_virt(slab), nfree, sw_inuse(w), s->objects);
+		for (unsigned i = 1; i < (1u << s->order); i++)
+			if (slab[i].flags != PG_tail || slab[i].head != slab)
+				SFAIL("cache %s: slab %p tail %u not linked", s->name, page_to_virt(slab), i);
+		n++;
+	}
+	if (n != s->nr_partial)
+		SFAIL("cache %s: nr_partial %lu but %lu slabs listed", s->name, s->nr_partial, n);
+	if (__atomic_load_n(&s->total_objects, __ATOMIC_RELAXED) !=
+	    __atomic_load_n(&s->nr_slabs, __ATOMIC_RELAXED) * s->objects)
+		SFAIL("cache %s: total_objects != nr_slabs * objects", s->name);
+	kmm_unlock(&s->list_lock);
+
+	/* The calling thread's slabs of this cache. */
+	struct slab_thread *t = slab_tls;
+	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
+	if (c && c->slab) {
+		if (!sw_frozen(slab_word(c->slab)) || c->slab->slab_cache != s)
+			SFAIL("cache %s: active slab not frozen or of another cache", s->name);
+		walk_freelist(s, c->slab, c->freelist, &ok);
+	}
+	for (struct page *p = c ? c->partial : NULL; p; p = (struct page *)p->slab_list.next)
+		if (!sw_frozen(slab_word(p)) || p->slab_cache != s)
+			SFAIL("cache %s: cpu partial slab not frozen or of another cache", s->name);
+	return ok;
+}
+
+KMM_EXPORT int kmm_slab_validate(struct kmm_cache *s)
+{
+	kmm_ensure_init();
+	if (s)
+		return cache_validate(s) ? 0 : -1;
+	bool ok = true;
+	kmm_lock(&slab_mutex);
+	struct list_head *pos;
+	list_for_each(pos, &slab_caches)
+		ok &= cache_validate(list_entry(pos, struct kmm_cache, list));
+	kmm_unlock(&slab_mutex);
+	return ok ? 0 : -1;
+}
