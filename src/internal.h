@@ -130,6 +130,10 @@ static always_inline void kmm_ensure_init(void)
 
 /* Tunables (options.c); read without locks, written rarely. */
 extern long kmm_tunables[KMM_TUNE_NR];
+static inline long kmm_tunable(enum kmm_tunable t)
+{
+	return __atomic_load_n(&kmm_tunables[t], __ATOMIC_RELAXED);
+}
 void options_init(void);
 
 #endif /* KMM_INTERNAL_H */

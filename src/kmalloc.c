@@ -256,14 +256,17 @@ KMM_EXPORT void *kmm_krealloc(void *p, size_t size, unsigned flags)
 		struct huge_block *hb;
 		classify(p, fn, &slab, &large, &hb);
 		if (large && size <= KMALLOC_MAX_PAGES_SIZE &&
-		    grow_pages_exact(large, (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT))
+		    grow_pages_exact(large, (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT)) {
+			if (flags & KMM_GFP_ZERO)
+				memset((char *)p + old, 0, size - old);
 			return p;
+		}
 		if (hb) {
 			size_t bytes = ALIGN_UP(size, KMM_PAGE_SIZE);
 			/* In place only: a moved mapping could lose its 4 MiB alignment. */
 			if (ALIGN_UP(bytes, KMM_SECTION_SIZE) == ALIGN_UP(hb->size, KMM_SECTION_SIZE) &&
-			    os_remap(hb->addr, hb->size, bytes) == hb->addr) {
-				hb->size = bytes;
+			    os_remap_inplace(hb->addr, hb->size, bytes) == 0) {
+				hb->size = bytes; /* the new pages are fresh: zero already */
 				return p;
 			}
 		}

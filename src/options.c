@@ -32,7 +32,7 @@ void options_init(void)
 {
 	for (int t = 0; t < KMM_TUNE_NR; t++) {
 		const struct tunable_desc *d = &tunable_table[t];
-		kmm_tunables[t] = d->def;
+		__atomic_store_n(&kmm_tunables[t], d->def, __ATOMIC_RELAXED);
 		const char *s = getenv(d->env);
 		if (!s)
 			continue;
@@ -44,7 +44,7 @@ void options_init(void)
 				 d->env, s, d->min, d->max, d->def);
 			continue;
 		}
-		kmm_tunables[t] = v;
+		__atomic_store_n(&kmm_tunables[t], v, __ATOMIC_RELAXED);
 	}
 }
 

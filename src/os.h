@@ -36,10 +36,11 @@ void os_unmap(void *addr, size_t size);
 void os_decommit(void *addr, size_t size);
 
 /*
- * Grow an OS mapping of @old_size to @new_size in place or by moving it
- * (mremap); NULL with errno ENOMEM on failure (old mapping intact).
+ * Resize an OS mapping of @old_size to @new_size in place (mremap without
+ * moving).  Returns 0, or -1 with errno ENOMEM if the pages after it are
+ * taken (the mapping is then unchanged).
  */
-void *os_remap(void *addr, size_t old_size, size_t new_size);
+int os_remap_inplace(void *addr, size_t old_size, size_t new_size);
 
 /*
  * Sections for a zone: @size bytes naturally aligned to @size.  Taken from

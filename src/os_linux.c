@@ -111,16 +111,15 @@ void os_decommit(void *addr, size_t size)
 	(void)madvise(addr, size, MADV_DONTNEED);
 }
 
-void *os_remap(void *addr, size_t old_size, size_t new_size)
+int os_remap_inplace(void *addr, size_t old_size, size_t new_size)
 {
 	if (new_size > old_size && os_may_fail())
-		return NULL;
-	void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);
-	if (p == MAP_FAILED) {
+		return -1;
+	if (mremap(addr, old_size, new_size, 0) == MAP_FAILED) {
 		errno = ENOMEM;
-		return NULL;
+		return -1;
 	}
-	return p;
+	return 0;
 }
 
 /* ---- brk ----
@@ -163,7 +162,7 @@ out:
 
 void *os_section_alloc(size_t size)
 {
-	if (kmm_tunables[KMM_TUNE_USE_BRK]) {
+	if (kmm_tunable(KMM_TUNE_USE_BRK)) {
 		if (os_may_fail())
 			return NULL;
 		void *p = os_brk_section(size);

@@ -85,14 +85,14 @@ static unsigned long bits_range(uint64_t *bm, size_t start, size_t n, enum bits_
 
 static void queue_decay(struct zone *z, struct page *page)
 {
-	page->flags |= PG_decay;
+	set_page_flags(page, page_flags(page) | PG_decay);
 	page->freed_ms = kmm_now_ms();
 	list_add_tail(&page->decay, &z->decay_list);
 }
 
 static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 {
-	page->flags = PG_buddy;
+	set_page_flags(page, PG_buddy);
 	page->order = (uint8_t)order;
 	list_add(&page->lru, &z->free_area[order].free_list);
 	z->free_area[order].nr_free++;
@@ -112,7 +112,7 @@ static void del_from_free_area(struct zone *z, struct page *page, unsigned order
 	z->free_pages -= 1ul << order;
 	if (page->flags & PG_decay)
 		list_del(&page->decay);
-	page->flags = 0;
+	set_page_flags(page, 0);
 }
 
 /*
@@ -126,10 +126,10 @@ static void free_one_block(struct zone *z, struct page *page, unsigned order)
 {
 	struct mem_section *ms = page_section(page);
 	size_t idx = page_index(page);
-	page->flags = 0;
+	set_page_flags(page, 0);
 	while (order < KMM_MAX_ORDER - 1) {
 		struct page *buddy = &ms->mem_map[idx ^ (1ul << order)];
-		if (!(buddy->flags & PG_buddy) || buddy->order != order)
+		if (!(page_flags(buddy) & PG_buddy) || buddy->order != order)
 			break;
 		del_from_free_area(z, buddy, order);
 		idx &= ~(1ul << order);
@@ -316,7 +316,7 @@ static unsigned zone_take(struct zone *z, unsigned flags, unsigned order, struct
 		bool zero = block_leaves_zone(z, page, leave ? leave : 1ul << order);
 		if (got == 0 && zeroed)
 			*zeroed = zero;
-		page->flags = (uint16_t)mark;
+		set_page_flags(page, (uint16_t)mark);
 		page->order = (uint8_t)order;
 		out[got++] = page;
 	}
@@ -330,7 +330,7 @@ static void zone_maybe_decay(struct zone *z)
 {
 	uint64_t last = __atomic_load_n(&z->last_decay_ms, __ATOMIC_RELAXED);
 	uint64_t now = kmm_now_ms();
-	uint64_t period = (uint64_t)kmm_tunables[KMM_TUNE_DECAY_MS] / 4;
+	uint64_t period = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS) / 4;
 	if (now - last >= period) {
 		__atomic_store_n(&z->last_decay_ms, now, __ATOMIC_RELAXED);
 		zone_decay(z, false);
@@ -370,7 +370,7 @@ static struct list_head pcp_registry = {&pcp_registry, &pcp_registry};
 
 static void pcp_setup(struct per_cpu_pages *pcp)
 {
-	long high = kmm_tunables[KMM_TUNE_PCP_HIGH];
+	long high = kmm_tunable(KMM_TUNE_PCP_HIGH);
 	for (unsigned o = 0; o <= PCP_MAX_ORDER; o++)
 		pcp->high[o] = high ? (unsigned)MAX(2, high >> o) : 0;
 	kmm_lock(&pcp_registry_lock);
@@ -474,7 +474,7 @@ struct page *alloc_pages(unsigned flags, unsigned order)
 	} else if (!zone_take(&zone_normal, flags, order, &page, 1, PG_head, 0, &zeroed)) {
 		return NULL;
 	}
-	page->flags = PG_head;
+	set_page_flags(page, PG_head);
 	page->order = (uint8_t)order;
 	if ((flags & KMM_GFP_ZERO) && !zeroed)
 		memset(page_to_virt(page), 0, KMM_PAGE_SIZE << order);
@@ -486,7 +486,7 @@ void free_pages(struct page *page, unsigned order)
 	page->order = (uint8_t)order;
 	if (order <= PCP_MAX_ORDER) {
 		struct per_cpu_pages *pcp = &pcp_tls;
-		page->flags = PG_pcp;
+		set_page_flags(page, PG_pcp);
 		page->lru.next = (struct list_head *)pcp->lists[order];
 		pcp->lists[order] = page;
 		unsigned c = pcp->count[order] + 1;
@@ -501,7 +501,7 @@ void free_pages(struct page *page, unsigned order)
 void prep_compound(struct page *head, unsigned order)
 {
 	for (size_t i = 1; i < (1ul << order); i++) {
-		head[i].flags = PG_tail;
+		set_page_flags(&head[i], PG_tail);
 		head[i].head = head;
 	}
 }
@@ -509,7 +509,7 @@ void prep_compound(struct page *head, unsigned order)
 void clear_compound(struct page *head, unsigned order)
 {
 	for (size_t i = 1; i < (1ul << order); i++)
-		head[i].flags = 0;
+		set_page_flags(&head[i], 0);
 }
 
 struct page *alloc_pages_exact(unsigned flags, unsigned long nr)
@@ -529,7 +529,7 @@ struct page *alloc_pages_exact(unsigned flags, unsigned long nr)
 		free_range(z, ms, idx + nr, (1ul << order) - nr);
 		kmm_unlock(&z->lock);
 	}
-	page->flags = PG_head | PG_large;
+	set_page_flags(page, PG_head | PG_large);
 	page->order = (uint8_t)order;
 	page->nr_pages = (uint32_t)nr;
 	if ((flags & KMM_GFP_ZERO) && !zeroed)
@@ -554,7 +554,7 @@ static struct page *free_block_containing(struct mem_section *ms, size_t idx)
 		/* p is aligned to 2^o and p <= idx < p + 2^o, so a free block of
 		 * order >= o headed at p covers idx (one headed at a smaller order
 		 * would have been found by an earlier o). */
-		if ((p->flags & PG_buddy) && p->order >= o)
+		if ((page_flags(p) & PG_buddy) && p->order >= o)
 			return p;
 	}
 	return NULL;
@@ -604,8 +604,8 @@ unsigned long zone_decay(struct zone *z, bool force)
 	struct page *batch[DECAY_BATCH];
 	kmm_lock(&z->lock);
 	uint64_t now = kmm_now_ms();
-	uint64_t delay = (uint64_t)kmm_tunables[KMM_TUNE_DECAY_MS];
-	z->last_decay_ms = now;
+	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
+	__atomic_store_n(&z->last_decay_ms, now, __ATOMIC_RELAXED);
 	for (;;) {
 		unsigned n = 0;
 		while (n < DECAY_BATCH && !list_empty(&z->decay_list)) {
@@ -614,7 +614,7 @@ unsigned long zone_decay(struct zone *z, bool force)
 				break;
 			unsigned order = p->order;
 			del_from_free_area(z, p, order);
-			p->flags = PG_isolated;
+			set_page_flags(p, PG_isolated);
 			p->order = (uint8_t)order;
 			batch[n++] = p;
 		}
@@ -649,7 +649,7 @@ unsigned long zone_decay(struct zone *z, bool force)
 				z->nr_sections--;
 				z->sections_released++;
 				z->managed_pages -= KMM_SECTION_PAGES;
-				p->flags = 0;
+				set_page_flags(p, 0);
 				section_desc_free(ms);
 			} else {
 				free_one_block(z, p, p->order);

@@ -118,6 +118,22 @@ struct zone {
 	struct mem_section **section;  /* [ZONE_MAX_SECTIONS], index = pfn / KMM_SECTION_PAGES */
 };
 
+/*
+ * page->flags of a frame may be read by a thread that does not own it (the
+ * merge check of free_one_block() looks at a buddy that may be allocated and
+ * being rewritten by its owner).  Only the zone lock holder ever sets
+ * PG_buddy, so such a read gives a correct answer; these relaxed accessors
+ * make the race explicit (the kernel's READ_ONCE/WRITE_ONCE).
+ */
+static always_inline unsigned page_flags(const struct page *p)
+{
+	return __atomic_load_n(&p->flags, __ATOMIC_RELAXED);
+}
+static always_inline void set_page_flags(struct page *p, unsigned flags)
+{
+	__atomic_store_n(&p->flags, (uint16_t)flags, __ATOMIC_RELAXED);
+}
+
 /* The zone behind kmm_alloc_pages() and every layer above. */
 extern struct zone zone_normal;
 
@@ -151,7 +167,7 @@ struct page *pfn_to_page(struct zone *z, unsigned long pfn);
 /* For a page inside a compound block: its head; otherwise the page itself. */
 static always_inline struct page *compound_head(struct page *page)
 {
-	return (page->flags & PG_tail) ? page->head : page;
+	return (page_flags(page) & PG_tail) ? page->head : page;
 }
 
 /*

@@ -181,7 +181,7 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	struct page *slab = alloc_pages(flags & ~KMM_GFP_ZERO, s->order);
 	if (!slab)
 		return NULL;
-	slab->flags = PG_head | PG_slab;
+	set_page_flags(slab, PG_head | PG_slab);
 	prep_compound(slab, s->order);
 	slab->slab_cache = s;
 	slab->objects = (uint16_t)s->objects;
@@ -205,7 +205,7 @@ static void discard_slab(struct kmm_cache *s, struct page *slab)
 	__atomic_fetch_sub(&s->nr_slabs, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_sub(&s->total_objects, s->objects, __ATOMIC_RELAXED);
 	clear_compound(slab, s->order);
-	slab->flags = PG_head;
+	set_page_flags(slab, PG_head);
 	free_pages(slab, s->order);
 }
 
@@ -568,7 +568,7 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->reciprocal = (1ull << 44) / sz + 1;
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	s->cpu_partial_slabs = MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
-	s->min_partial = (unsigned long)kmm_tunables[KMM_TUNE_MIN_PARTIAL];
+	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
 	s->ctor = ctor;
 	s->name = name;
