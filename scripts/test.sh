@@ -4,8 +4,8 @@
 #   build/release  gcc, -Werror, benchmarks on: every test, the demo, a quick
 #                  benchmark run, install + pkg-config and find_package consumers
 #   build/clang    clang, -Werror: must build warning-free (tests not run)
-#   build/asan     ASan+UBSan, KMM_DEBUG: tests labelled 'single', KMM_TEST_SCALE=4
-#   build/tsan     clang TSan, KMM_DEBUG: tests labelled 'threaded', KMM_TEST_SCALE=20
+#   build/asan     ASan+UBSan, KMM_DEBUG: tests labelled 'single', KMM_TEST_SCALE=1
+#   build/tsan     clang TSan, KMM_DEBUG: tests labelled 'threaded', KMM_TEST_SCALE=2
 #
 # Each step is counted; a tree that fails to build fails the steps that need
 # it.  The last line is "test.sh: N passed, M failed"; the exit status is 0
@@ -163,7 +163,7 @@ step "build clang (-Werror)" - build build/clang clang clang++ \
 step "build asan" - build build/asan gcc g++ \
 	-DKMM_SANITIZE=address -DKMM_DEBUG=ON -DKMM_BUILD_BENCH=OFF
 step "ctest asan (-L single)" build/asan \
-	env KMM_TEST_SCALE=4 ASAN_OPTIONS=detect_leaks=0 \
+	env KMM_TEST_SCALE=1 ASAN_OPTIONS=detect_leaks=0 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	ctest --test-dir build/asan -L single --output-on-failure -j2 --no-tests=error
 
@@ -171,7 +171,7 @@ step "ctest asan (-L single)" build/asan \
 step "build tsan (clang)" - build build/tsan clang clang++ \
 	-DKMM_SANITIZE=thread -DKMM_DEBUG=ON -DKMM_BUILD_BENCH=OFF
 step "ctest tsan (-L threaded)" build/tsan \
-	env KMM_TEST_SCALE=20 TSAN_OPTIONS=halt_on_error=1 \
+	env KMM_TEST_SCALE=2 TSAN_OPTIONS=halt_on_error=1 \
 	ctest --test-dir build/tsan -L threaded --output-on-failure --no-tests=error
 
 echo

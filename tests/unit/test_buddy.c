@@ -1,0 +1,622 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_buddy.c - the page allocator (kmm/page.h).
+ *
+ *   1. argument errors: bad orders and unknown flags give NULL with EINVAL;
+ *      NULL frees are no-ops.
+ *   2. KMM_GFP_ZERO returns zeroed memory, also for blocks just freed dirty.
+ *   3. exhaustion: KMM_GFP_NOWAIT takes what the zone holds and never grows
+ *      it; after everything is freed the free lists are exactly what they
+ *      were (merging is complete), and only blocks that share a max-order
+ *      region with a page kmm keeps for itself are below max order.
+ *   4. the detectors: foreign pointers, double frees and wrong orders abort
+ *      with a "kmm" report (run in forked children).
+ *   5. a randomized run of >= 1,000,000 allocations and frees of orders
+ *      0..10 with a bounded live set: every block aligned to its size,
+ *      stamped with a pattern derived from its address at allocation and
+ *      checked at free (an overlap overwrites a stamp), no two live blocks
+ *      overlapping, kmm_buddy_validate() clean every 10,000 operations, and
+ *      the pages in use back to their first value at the end.
+ *   6. kmm_trim() gives memory back without touching what is allocated.
+ */
+#include "common.h"
+
+#define MAX_LIVE   2000  /* live blocks in the randomized run */
+#define BATCH      10000 /* operations between checkpoints */
+#define MAX_BLOCK  (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
+#define WORDS_PER_PAGE (KMM_PAGE_SIZE / sizeof(uint64_t))
+#define LONG_DECAY_MS  (3600L * 1000L)
+
+/* Orders weighted toward small blocks, as real callers use them. */
+static const unsigned order_weight[KMM_MAX_ORDER] = {400, 220, 130, 80, 50, 30, 20, 12, 8, 5, 3};
+
+static unsigned pick_order(struct rng *r)
+{
+	unsigned total = 0, x;
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++)
+		total += order_weight[k];
+	x = (unsigned)rng_below(r, total);
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++) {
+		if (x < order_weight[k])
+			return k;
+		x -= order_weight[k];
+	}
+	return 0;
+}
+
+static int is_aligned(const void *p, size_t align)
+{
+	return ((uintptr_t)p & (align - 1)) == 0;
+}
+
+/* ---- blocks and their stamps ---- */
+
+struct block {
+	uintptr_t addr;
+	unsigned order;
+	uint64_t tag; /* derived from the address and an allocation number */
+};
+
+/*
+ * Stamp a block: an order-0 block is filled completely; larger ones get the
+ * first and last word of every page.  Blocks are whole pages, so any overlap
+ * of two live blocks shares a page and overwrites one of the stamps.
+ */
+static void stamp_block(const struct block *b)
+{
+	size_t pages = (size_t)1 << b->order;
+
+	if (b->order == 0) {
+		fill_pattern((void *)b->addr, KMM_PAGE_SIZE, b->tag);
+		return;
+	}
+	for (size_t i = 0; i < pages; i++) {
+		uint64_t *pg = (uint64_t *)(b->addr + i * KMM_PAGE_SIZE);
+		pg[0] = b->tag ^ i;
+		pg[WORDS_PER_PAGE - 1] = ~b->tag ^ i;
+	}
+}
+
+static void verify_block(const struct block *b, const char *when)
+{
+	size_t pages = (size_t)1 << b->order;
+
+	if (b->order == 0) {
+		long bad = check_pattern((void *)b->addr, KMM_PAGE_SIZE, b->tag);
+		CHECK(bad < 0, "%s: order-0 block %p corrupted at offset %ld (overlap?)", when,
+		      (void *)b->addr, bad);
+		return;
+	}
+	for (size_t i = 0; i < pages; i++) {
+		const uint64_t *pg = (const uint64_t *)(b->addr + i * KMM_PAGE_SIZE);
+		CHECK(pg[0] == (b->tag ^ i) && pg[WORDS_PER_PAGE - 1] == (~b->tag ^ i),
+		      "%s: order-%u block %p: page %zu lost its stamp (overlap or corruption)", when,
+		      b->order, (void *)b->addr, i);
+	}
+}
+
+static int cmp_block_addr(const void *a, const void *b)
+{
+	uintptr_t x = ((const struct block *)a)->addr, y = ((const struct block *)b)->addr;
+	return x < y ? -1 : x > y;
+}
+
+/* No two live blocks overlap: sort by address and compare neighbours. */
+static void check_no_overlap(const struct block *live, size_t n, struct block *scratch)
+{
+	memcpy(scratch, live, n * sizeof(*live));
+	qsort(scratch, n, sizeof(*scratch), cmp_block_addr);
+	for (size_t i = 1; i < n; i++) {
+		uintptr_t end = scratch[i - 1].addr + (KMM_PAGE_SIZE << scratch[i - 1].order);
+		CHECK(end <= scratch[i].addr, "live blocks overlap: %p (order %u) and %p (order %u)",
+		      (void *)scratch[i - 1].addr, scratch[i - 1].order, (void *)scratch[i].addr,
+		      scratch[i].order);
+	}
+}
+
+/* ---- 1. argument errors ---- */
+
+static void test_errors(void)
+{
+	static const unsigned bad_orders[] = {KMM_MAX_ORDER, KMM_MAX_ORDER + 1, 100, ~0u};
+	static const unsigned bad_flags[] = {0x8000u, KMM_GFP_KERNEL | 0x8000u, 0x10u,
+	                                     ~KMM_GFP_VALID_MASK, KMM_GFP_ZERO | 0x80000000u};
+	void *p;
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad_orders); i++) {
+		errno = 0;
+		p = kmm_alloc_pages(0, bad_orders[i]);
+		CHECK(p == NULL && errno == EINVAL, "kmm_alloc_pages(0, %u) = %p, errno %d", bad_orders[i],
+		      p, errno);
+		errno = 0;
+		p = kmm_alloc_pages(KMM_GFP_KERNEL, bad_orders[i]);
+		CHECK(p == NULL && errno == EINVAL, "kmm_alloc_pages(KERNEL, %u) = %p, errno %d",
+		      bad_orders[i], p, errno);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad_flags); i++) {
+		errno = 0;
+		p = kmm_alloc_pages(bad_flags[i], 0);
+		CHECK(p == NULL && errno == EINVAL, "kmm_alloc_pages(%#x, 0) = %p, errno %d", bad_flags[i],
+		      p, errno);
+	}
+
+	/* NULL is ignored whatever the order. */
+	kmm_free_pages(NULL, 0);
+	kmm_free_pages(NULL, 3);
+	kmm_free_pages(NULL, KMM_MAX_ORDER - 1);
+	kmm_free_page(NULL);
+
+	/* The largest order works and is aligned to its size. */
+	p = kmm_alloc_pages(KMM_GFP_KERNEL, KMM_MAX_ORDER - 1);
+	CHECK(p != NULL, "max-order allocation failed: %s", strerror(errno));
+	CHECK(is_aligned(p, MAX_BLOCK), "max-order block %p not aligned to %lu", p, MAX_BLOCK);
+	memset(p, 0x5a, MAX_BLOCK);
+	kmm_free_pages(p, KMM_MAX_ORDER - 1);
+
+	/* The single-page convenience forms. */
+	p = kmm_get_free_page(KMM_GFP_KERNEL);
+	CHECK(p != NULL && is_aligned(p, KMM_PAGE_SIZE), "kmm_get_free_page() = %p", p);
+	memset(p, 1, KMM_PAGE_SIZE);
+	kmm_free_page(p);
+	CHECK(kmm_buddy_validate() == 0, "buddy invariants broken after the error cases");
+}
+
+/* ---- 2. KMM_GFP_ZERO ---- */
+
+static void test_zero(void)
+{
+	static const unsigned orders[] = {0, 0, 1, 2, 3, 5, 8, KMM_MAX_ORDER - 1};
+	unsigned long recycled = 0, checked = 0;
+
+	for (size_t oi = 0; oi < ARRAY_SIZE(orders); oi++) {
+		unsigned order = orders[oi];
+		size_t n = order <= 3 ? 64 : 4, bytes = KMM_PAGE_SIZE << order;
+		void *dirty[64], *clean[64];
+
+		for (size_t i = 0; i < n; i++) {
+			dirty[i] = kmm_alloc_pages(KMM_GFP_KERNEL, order);
+			CHECK(dirty[i] != NULL, "order-%u allocation failed: %s", order, strerror(errno));
+			memset(dirty[i], 0xa5, bytes);
+		}
+		for (size_t i = n; i-- > 0;)
+			kmm_free_pages(dirty[i], order);
+		for (size_t i = 0; i < n; i++) {
+			unsigned flags = i % 2 ? KMM_GFP_KERNEL | KMM_GFP_ZERO : KMM_GFP_ZERO;
+			clean[i] = kmm_alloc_pages(flags, order);
+			if (!clean[i] && !(flags & KMM_GFP_DIRECT_OS)) {
+				/* A NOWAIT request may fail; the KERNEL form may not. */
+				clean[i] = kmm_alloc_pages(KMM_GFP_KERNEL | KMM_GFP_ZERO, order);
+			}
+			CHECK(clean[i] != NULL, "order-%u zeroed allocation failed: %s", order,
+			      strerror(errno));
+			CHECK(is_zero(clean[i], bytes), "order-%u block %p from KMM_GFP_ZERO is not zeroed",
+			      order, clean[i]);
+			checked++;
+			for (size_t j = 0; j < n; j++)
+				if (dirty[j] == clean[i]) {
+					recycled++;
+					break;
+				}
+		}
+		for (size_t i = 0; i < n; i++)
+			kmm_free_pages(clean[i], order);
+	}
+	printf("  KMM_GFP_ZERO: %lu blocks zeroed, %lu of them recycled dirty blocks\n", checked,
+	       recycled);
+	CHECK(recycled > 0, "no freed block was ever reused: the zeroing of recycled pages went untested");
+	CHECK(kmm_buddy_validate() == 0, "buddy invariants broken after the zeroing test");
+}
+
+/* ---- 3. exhaustion and merge completeness ---- */
+
+static void push_ptr(void ***v, size_t *n, size_t *cap, void *p)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 4096;
+		*v = realloc(*v, *cap * sizeof(**v));
+		CHECK(*v != NULL, "out of memory");
+	}
+	(*v)[(*n)++] = p;
+}
+
+static void test_exhaust(void)
+{
+	struct kmm_zone_stats s0, s1, mid;
+	unsigned long in_use0, in_use1, limit, nonmax_pages = 0;
+	void **pages = NULL, *grown, *big[16];
+	size_t n = 0, cap = 0, n_nowait;
+
+	/* Make sure the zone holds memory: grow it, then give the blocks back. */
+	for (size_t i = 0; i < ARRAY_SIZE(big); i++) {
+		big[i] = kmm_alloc_pages(KMM_GFP_KERNEL, KMM_MAX_ORDER - 1);
+		CHECK(big[i] != NULL, "max-order allocation failed: %s", strerror(errno));
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(big); i++)
+		kmm_free_pages(big[i], KMM_MAX_ORDER - 1);
+
+	in_use0 = pages_in_use();
+	kmm_zone_stats(&s0);
+	CHECK(s0.pcp_pages == 0, "kmm_drain_local() left %lu pages on this thread's pcp lists",
+	      s0.pcp_pages);
+	CHECK(s0.free_pages >= ARRAY_SIZE(big) << (KMM_MAX_ORDER - 1),
+	      "the zone holds %lu free pages after %zu max-order blocks were freed", s0.free_pages,
+	      ARRAY_SIZE(big));
+
+	/* NOWAIT takes only what the zone holds: it must run dry without growing it. */
+	limit = s0.free_pages + 1;
+	for (;;) {
+		void *p;
+		errno = 0;
+		p = kmm_alloc_pages(KMM_GFP_NOWAIT, 0);
+		if (!p) {
+			CHECK(errno == ENOMEM, "NOWAIT failure with errno %d, expected ENOMEM", errno);
+			break;
+		}
+		CHECK(n < limit, "KMM_GFP_NOWAIT handed out more pages (%zu) than the zone had free (%lu)",
+		      n, s0.free_pages);
+		*(uint64_t *)p = (uint64_t)n;
+		push_ptr(&pages, &n, &cap, p);
+	}
+	n_nowait = n;
+	CHECK(n_nowait > 0, "KMM_GFP_NOWAIT got no page from a zone with %lu free pages", s0.free_pages);
+	kmm_zone_stats(&mid);
+	CHECK(mid.sections_added == s0.sections_added && mid.managed_pages == s0.managed_pages,
+	      "KMM_GFP_NOWAIT grew the zone (sections added %lu -> %lu)", s0.sections_added,
+	      mid.sections_added);
+
+	/* ATOMIC may dip into the reserve, but never grows the zone either. */
+	for (;;) {
+		void *p = kmm_alloc_pages(KMM_GFP_ATOMIC, 0);
+		if (!p)
+			break;
+		CHECK(n < limit, "NOWAIT+ATOMIC handed out more pages (%zu) than the zone had free (%lu)",
+		      n, s0.free_pages);
+		*(uint64_t *)p = (uint64_t)n;
+		push_ptr(&pages, &n, &cap, p);
+	}
+	kmm_zone_stats(&mid);
+	CHECK(mid.sections_added == s0.sections_added, "KMM_GFP_ATOMIC grew the zone");
+	printf("  exhaustion: %zu pages with NOWAIT, %zu more with ATOMIC, zone of %lu pages\n",
+	       n_nowait, n - n_nowait, s0.managed_pages);
+
+	/* With the zone dry, a KERNEL request grows it. */
+	grown = kmm_alloc_pages(KMM_GFP_KERNEL, 0);
+	CHECK(grown != NULL, "KMM_GFP_KERNEL could not grow an exhausted zone: %s", strerror(errno));
+	kmm_zone_stats(&mid);
+	CHECK(mid.managed_pages > s0.managed_pages && mid.sections_added > s0.sections_added,
+	      "a KERNEL allocation from a dry zone did not grow it (managed %lu -> %lu)",
+	      s0.managed_pages, mid.managed_pages);
+
+	/* Every page distinct: each still carries its own number. */
+	for (size_t i = 0; i < n; i++)
+		CHECK(*(uint64_t *)pages[i] == (uint64_t)i, "page %p handed out twice", pages[i]);
+	CHECK(kmm_buddy_validate() == 0, "buddy invariants broken with the zone exhausted");
+
+	kmm_free_pages(grown, 0);
+	for (size_t i = 0; i < n; i++)
+		kmm_free_pages(pages[i], 0);
+	free(pages);
+
+	in_use1 = pages_in_use();
+	kmm_zone_stats(&s1);
+	CHECK(kmm_buddy_validate() == 0, "buddy invariants broken after freeing the exhausted zone");
+	CHECK(in_use1 == in_use0, "pages in use: %lu before exhausting the zone, %lu after freeing all",
+	      in_use0, in_use1);
+	CHECK(s1.sections_released == s0.sections_released,
+	      "sections were released while the decay time was an hour");
+	/*
+	 * Buddy merging is canonical: the same pages in use give the same free
+	 * blocks.  So the lists below max order are exactly as before, and the
+	 * memory the zone grew by is all in max-order blocks.
+	 */
+	for (unsigned k = 0; k + 1 < KMM_MAX_ORDER; k++)
+		CHECK(s1.nr_free[k] == s0.nr_free[k],
+		      "order %u: %lu free blocks before exhausting the zone, %lu after freeing all "
+		      "(incomplete merging?)",
+		      k, s0.nr_free[k], s1.nr_free[k]);
+	CHECK((s1.managed_pages - s0.managed_pages) ==
+	              (s1.nr_free[KMM_MAX_ORDER - 1] - s0.nr_free[KMM_MAX_ORDER - 1]) << (KMM_MAX_ORDER - 1),
+	      "the zone grew by %lu pages but max-order free blocks by %lu",
+	      s1.managed_pages - s0.managed_pages,
+	      s1.nr_free[KMM_MAX_ORDER - 1] - s0.nr_free[KMM_MAX_ORDER - 1]);
+	/*
+	 * Allocating everything and freeing everything leaves only max-order
+	 * blocks free, except in max-order regions that hold a page kmm keeps
+	 * for itself: at most one such region per page in use.
+	 */
+	for (unsigned k = 0; k + 1 < KMM_MAX_ORDER; k++)
+		nonmax_pages += s1.nr_free[k] << k;
+	CHECK(s1.managed_pages - (s1.nr_free[KMM_MAX_ORDER - 1] << (KMM_MAX_ORDER - 1)) <=
+	              in_use1 << (KMM_MAX_ORDER - 1),
+	      "%lu free pages lie outside max-order blocks, more than %lu pages in use explain",
+	      nonmax_pages, in_use1);
+	CHECK(s1.free_pages == nonmax_pages + (s1.nr_free[KMM_MAX_ORDER - 1] << (KMM_MAX_ORDER - 1)),
+	      "free_pages %lu differs from the sum over nr_free[] %lu", s1.free_pages,
+	      nonmax_pages + (s1.nr_free[KMM_MAX_ORDER - 1] << (KMM_MAX_ORDER - 1)));
+	printf("  after exhaustion: %lu pages in use by kmm, %lu free pages below max order\n", in_use1,
+	       nonmax_pages);
+}
+
+/* ---- 4. detectors ---- */
+
+static void free_stack_page(void *arg)
+{
+	char buf[3 * KMM_PAGE_SIZE];
+	void *p = (void *)(((uintptr_t)buf + KMM_PAGE_SIZE - 1) & ~(KMM_PAGE_SIZE - 1));
+	(void)arg;
+	memset(buf, 0, sizeof(buf));
+	kmm_free_pages(p, 0);
+}
+
+static void free_heap_page(void *arg)
+{
+	char *m = malloc(3 * KMM_PAGE_SIZE);
+	void *p = (void *)(((uintptr_t)m + KMM_PAGE_SIZE - 1) & ~(KMM_PAGE_SIZE - 1));
+	(void)arg;
+	kmm_free_pages(p, 0);
+}
+
+static void double_free(void *arg)
+{
+	unsigned order = (unsigned)(uintptr_t)arg;
+	void *p = kmm_alloc_pages(KMM_GFP_KERNEL, order);
+	if (!p)
+		_exit(3);
+	kmm_free_pages(p, order);
+	kmm_free_pages(p, order);
+}
+
+static void free_wrong_order_up(void *arg)
+{
+	void *p = kmm_alloc_pages(KMM_GFP_KERNEL, 2);
+	(void)arg;
+	if (!p)
+		_exit(3);
+	kmm_free_pages(p, 3);
+}
+
+static void free_wrong_order_down(void *arg)
+{
+	void *p = kmm_alloc_pages(KMM_GFP_KERNEL, 2);
+	(void)arg;
+	if (!p)
+		_exit(3);
+	kmm_free_pages(p, 1);
+}
+
+static void free_tail_page(void *arg)
+{
+	char *p = kmm_alloc_pages(KMM_GFP_KERNEL, 2);
+	(void)arg;
+	if (!p)
+		_exit(3);
+	kmm_free_pages(p + KMM_PAGE_SIZE, 0);
+}
+
+static void free_misaligned(void *arg)
+{
+	char *p = kmm_alloc_pages(KMM_GFP_KERNEL, 0);
+	(void)arg;
+	if (!p)
+		_exit(3);
+	kmm_free_pages(p + 64, 0);
+}
+
+static void test_detectors(void)
+{
+	const char *err;
+
+	err = expect_abort(free_stack_page, NULL, "kmm");
+	CHECK(strstr(err, "invalid") != NULL, "freeing a stack page: report lacks \"invalid\":\n%s", err);
+	expect_abort(free_heap_page, NULL, "kmm");
+	expect_abort(double_free, (void *)(uintptr_t)0, "kmm");
+	expect_abort(double_free, (void *)(uintptr_t)3, "kmm");
+	expect_abort(double_free, (void *)(uintptr_t)(KMM_MAX_ORDER - 1), "kmm");
+	expect_abort(free_wrong_order_up, NULL, "kmm");
+	expect_abort(free_wrong_order_down, NULL, "kmm");
+	expect_abort(free_tail_page, NULL, "kmm");
+	expect_abort(free_misaligned, NULL, "kmm");
+	/* The children's aborts left this process untouched. */
+	CHECK(kmm_buddy_validate() == 0, "buddy invariants broken after the detector tests");
+}
+
+/* ---- 5. the randomized run ---- */
+
+static void checkpoint(const struct block *live, size_t n, struct block *scratch, unsigned long op)
+{
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed after %lu operations", op);
+	check_no_overlap(live, n, scratch);
+	for (size_t i = 0; i < n; i++)
+		verify_block(&live[i], "checkpoint");
+}
+
+static void test_random(struct rng *r)
+{
+	unsigned long nops = test_scaled(1000000, 100000), in_use0, in_use1, gen = 0;
+	unsigned long allocs[KMM_MAX_ORDER] = {0}, frees = 0, zeroed = 0;
+	struct block *live = calloc(MAX_LIVE, sizeof(*live));
+	struct block *scratch = calloc(MAX_LIVE, sizeof(*scratch));
+	struct kmm_zone_stats s0, s1;
+	size_t nlive = 0, target = MAX_LIVE / 2, peak = 0;
+
+	CHECK(live && scratch, "out of memory");
+	/* One round of every order first, so kmm's own per-thread state exists. */
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++) {
+		void *p = kmm_alloc_pages(KMM_GFP_KERNEL, k);
+		CHECK(p != NULL, "order-%u allocation failed: %s", k, strerror(errno));
+		kmm_free_pages(p, k);
+	}
+	in_use0 = pages_in_use();
+	kmm_zone_stats(&s0);
+
+	for (unsigned long op = 0; op < nops; op++) {
+		int do_alloc;
+
+		if (op % 50000 == 0)
+			target = (size_t)rng_range(r, 0, MAX_LIVE);
+		if (nlive == 0)
+			do_alloc = 1;
+		else if (nlive == MAX_LIVE)
+			do_alloc = 0;
+		else
+			do_alloc = rng_chance(r, nlive < target ? 3 : 1, 4);
+
+		if (do_alloc) {
+			unsigned order = pick_order(r), flags = KMM_GFP_KERNEL;
+			int zero = rng_chance(r, 1, 20);
+			struct block b;
+			void *p;
+
+			if (zero)
+				flags |= KMM_GFP_ZERO;
+			if (order == 0 && rng_chance(r, 1, 4))
+				p = kmm_get_free_page(flags);
+			else
+				p = kmm_alloc_pages(flags, order);
+			CHECK(p != NULL, "op %lu: order-%u allocation failed: %s", op, order,
+			      strerror(errno));
+			CHECK(is_aligned(p, KMM_PAGE_SIZE << order),
+			      "op %lu: order-%u block %p not aligned to %lu bytes", op, order, p,
+			      KMM_PAGE_SIZE << order);
+			if (zero) {
+				size_t pages = (size_t)1 << order;
+				if (order <= 2) {
+					CHECK(is_zero(p, KMM_PAGE_SIZE << order),
+					      "op %lu: KMM_GFP_ZERO block %p not zeroed", op, p);
+				} else {
+					for (size_t i = 0; i < pages; i++) {
+						const uint64_t *pg =
+						        (const uint64_t *)((char *)p + i * KMM_PAGE_SIZE);
+						CHECK(pg[0] == 0 && pg[WORDS_PER_PAGE - 1] == 0,
+						      "op %lu: KMM_GFP_ZERO block %p page %zu not zeroed", op,
+						      p, i);
+					}
+				}
+				zeroed++;
+			}
+			b.addr = (uintptr_t)p;
+			b.order = order;
+			b.tag = mix64(b.addr ^ mix64(++gen));
+			stamp_block(&b);
+			live[nlive++] = b;
+			allocs[order]++;
+			if (nlive > peak)
+				peak = nlive;
+		} else {
+			size_t i = (size_t)rng_below(r, nlive);
+			verify_block(&live[i], "free");
+			if (live[i].order == 0 && rng_chance(r, 1, 4))
+				kmm_free_page((void *)live[i].addr);
+			else
+				kmm_free_pages((void *)live[i].addr, live[i].order);
+			live[i] = live[--nlive];
+			frees++;
+		}
+		if ((op + 1) % BATCH == 0)
+			checkpoint(live, nlive, scratch, op + 1);
+		if (rng_chance(r, 1, 5000))
+			kmm_drain_local();
+	}
+
+	while (nlive > 0) {
+		verify_block(&live[nlive - 1], "final free");
+		kmm_free_pages((void *)live[nlive - 1].addr, live[nlive - 1].order);
+		nlive--;
+		frees++;
+	}
+	in_use1 = pages_in_use();
+	kmm_zone_stats(&s1);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed after freeing everything");
+	CHECK(s1.pcp_pages == 0, "kmm_drain_local() left %lu pages on pcp lists", s1.pcp_pages);
+	CHECK(in_use1 == in_use0, "pages in use: %lu before the run, %lu after freeing everything",
+	      in_use0, in_use1);
+	if (s1.sections_added == s0.sections_added && s1.sections_released == s0.sections_released) {
+		/* Same zone, same pages in use: merging must give the same free lists. */
+		for (unsigned k = 0; k < KMM_MAX_ORDER; k++)
+			CHECK(s1.nr_free[k] == s0.nr_free[k],
+			      "order %u: %lu free blocks before the run, %lu after (incomplete merging?)",
+			      k, s0.nr_free[k], s1.nr_free[k]);
+	}
+
+	printf("  random run: %lu operations, peak %zu live blocks, %lu zeroed, allocations per order:",
+	       nops, peak, zeroed);
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++)
+		printf(" %lu", allocs[k]);
+	printf("\n  zone: %lu sections added, %lu released during the run\n",
+	       s1.sections_added - s0.sections_added, s1.sections_released - s0.sections_released);
+	free(live);
+	free(scratch);
+}
+
+/* ---- 6. trim ---- */
+
+static void test_trim(struct rng *r)
+{
+	struct block held[32];
+	struct kmm_zone_stats before, after;
+	unsigned long in_use_before, in_use_after, given;
+
+	for (size_t i = 0; i < ARRAY_SIZE(held); i++) {
+		held[i].order = (unsigned)rng_below(r, KMM_MAX_ORDER);
+		held[i].addr = (uintptr_t)kmm_alloc_pages(KMM_GFP_KERNEL, held[i].order);
+		CHECK(held[i].addr != 0, "order-%u allocation failed: %s", held[i].order, strerror(errno));
+		held[i].tag = mix64(held[i].addr ^ 0x7472696dull);
+		stamp_block(&held[i]);
+	}
+	in_use_before = pages_in_use();
+	kmm_zone_stats(&before);
+	given = kmm_trim();
+	in_use_after = pages_in_use();
+	kmm_zone_stats(&after);
+	printf("  kmm_trim(): %lu pages given back; resident %lu -> %lu, sections %lu -> %lu\n", given,
+	       before.resident_pages, after.resident_pages, before.nr_sections, after.nr_sections);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed after kmm_trim()");
+	CHECK(in_use_after == in_use_before, "kmm_trim() changed the pages in use: %lu -> %lu",
+	      in_use_before, in_use_after);
+	CHECK(after.resident_pages <= before.resident_pages, "kmm_trim() raised resident pages");
+	for (size_t i = 0; i < ARRAY_SIZE(held); i++)
+		verify_block(&held[i], "after kmm_trim()");
+
+	/* Everything still works on the trimmed zone. */
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++) {
+		struct block b;
+		void *p = kmm_alloc_pages(KMM_GFP_KERNEL, k);
+		CHECK(p != NULL, "order-%u allocation after trim failed: %s", k, strerror(errno));
+		b.addr = (uintptr_t)p;
+		b.order = k;
+		b.tag = mix64(b.addr);
+		stamp_block(&b);
+		verify_block(&b, "after trim");
+		kmm_free_pages(p, k);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(held); i++)
+		kmm_free_pages((void *)held[i].addr, held[i].order);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed after the trim test");
+}
+
+int main(void)
+{
+	struct rng r;
+	long decay;
+
+	rng_seed(&r, test_init("test_buddy", 0x6275646479303031ull));
+
+	/*
+	 * The exhaustion test compares free lists before and after; a section
+	 * handed back to the OS by decay in between would change them.  Keep
+	 * the decay timer long until then (set before anything is freed).
+	 */
+	decay = kmm_tune_get(KMM_TUNE_DECAY_MS);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, LONG_DECAY_MS) == 0, "kmm_tune_set(DECAY_MS) failed");
+	CHECK(kmm_tune_get(KMM_TUNE_DECAY_MS) == LONG_DECAY_MS, "kmm_tune_get(DECAY_MS) disagrees");
+
+	test_errors();
+	test_zero();
+	test_exhaust();
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay) == 0, "restoring DECAY_MS to %ld failed", decay);
+
+	test_detectors();
+	test_random(&r);
+	test_trim(&r);
+	return test_finish();
+}

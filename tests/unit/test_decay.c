@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_decay.c - memory goes back to the OS: the decay list decommits free
+ * blocks once their delay has passed, kmm_trim() does it at once and
+ * releases wholly free sections, brk-grown sections shrink the break, and
+ * the tunables parse (or warn about) their environment variables.
+ *
+ * No test waits for time to pass: a delay of 0 ms makes decay immediate, a
+ * delay of an hour makes it never happen within the test.
+ */
+#include "common.h"
+
+/* Resident set of this process, in pages (/proc/self/statm, field 2). */
+static unsigned long rss_pages(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	CHECK(f != NULL, "open /proc/self/statm: %s", strerror(errno));
+	CHECK(fscanf(f, "%lu %lu", &size, &resident) == 2, "parse statm");
+	fclose(f);
+	return resident;
+}
+
+static unsigned long zone_resident(void)
+{
+	struct kmm_zone_stats z;
+	kmm_zone_stats(&z);
+	return z.resident_pages;
+}
+
+#define NBLOCKS 64
+#define ORDER 8 /* 1 MiB blocks: 64 MiB in all */
+#define BLOCK_PAGES (1ul << ORDER)
+
+static void alloc_touch(void **blocks)
+{
+	for (int i = 0; i < NBLOCKS; i++) {
+		blocks[i] = kmm_alloc_pages(KMM_GFP_KERNEL, ORDER);
+		CHECK(blocks[i] != NULL, "alloc order %d: %s", ORDER, strerror(errno));
+		memset(blocks[i], 0x5a, BLOCK_PAGES * KMM_PAGE_SIZE);
+	}
+}
+
+static void free_all(void **blocks)
+{
+	for (int i = 0; i < NBLOCKS; i++)
+		kmm_free_pages(blocks[i], ORDER);
+}
+
+/* With a delay of an hour nothing is decommitted until kmm_trim(). */
+static void test_trim(void)
+{
+	void *blocks[NBLOCKS];
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 3600 * 1000) == 0, "set decay");
+	kmm_trim();
+	unsigned long rss0 = rss_pages(), res0 = zone_resident();
+	alloc_touch(blocks);
+	unsigned long rss1 = rss_pages(), res1 = zone_resident();
+	CHECK(res1 >= res0 + NBLOCKS * BLOCK_PAGES, "resident %lu -> %lu", res0, res1);
+	CHECK(rss1 >= rss0 + NBLOCKS * BLOCK_PAGES * 9 / 10, "RSS %lu -> %lu pages", rss0, rss1);
+	free_all(blocks);
+	unsigned long res2 = zone_resident();
+	CHECK(res2 == res1, "nothing decays within an hour's delay: %lu -> %lu", res1, res2);
+	CHECK(kmm_buddy_validate() == 0, "validate");
+
+	struct kmm_zone_stats before, after;
+	kmm_zone_stats(&before);
+	unsigned long given = kmm_trim();
+	kmm_zone_stats(&after);
+	unsigned long rss3 = rss_pages();
+	CHECK(given >= NBLOCKS * BLOCK_PAGES, "kmm_trim gave back %lu pages", given);
+	CHECK(after.resident_pages + given == before.resident_pages, "resident %lu - %lu != %lu",
+	      before.resident_pages, given, after.resident_pages);
+	CHECK(after.sections_released >= before.sections_released + NBLOCKS * BLOCK_PAGES / 1024,
+	      "sections released %lu -> %lu", before.sections_released, after.sections_released);
+	CHECK(rss3 + NBLOCKS * BLOCK_PAGES * 9 / 10 <= rss1, "RSS %lu -> %lu pages after trim", rss1,
+	      rss3);
+	CHECK(kmm_buddy_validate() == 0, "validate after trim");
+	printf("  trim: RSS %lu -> %lu -> %lu pages, kmm_trim gave back %lu\n", rss0, rss1, rss3,
+	       given);
+}
+
+/* With a delay of 0 ms a freed block is decommitted by the free itself. */
+static void test_decay_zero(void)
+{
+	void *blocks[NBLOCKS];
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 0) == 0, "set decay 0");
+	kmm_trim();
+	unsigned long rss0 = rss_pages();
+	alloc_touch(blocks);
+	unsigned long rss1 = rss_pages(), res1 = zone_resident();
+	free_all(blocks);
+	unsigned long rss2 = rss_pages(), res2 = zone_resident();
+	CHECK(res2 + NBLOCKS * BLOCK_PAGES <= res1, "decay 0: resident %lu -> %lu", res1, res2);
+	CHECK(rss2 + NBLOCKS * BLOCK_PAGES * 9 / 10 <= rss1, "decay 0: RSS %lu -> %lu", rss1, rss2);
+	CHECK(kmm_buddy_validate() == 0, "validate");
+	printf("  decay 0 ms: RSS %lu -> %lu -> %lu pages without kmm_trim\n", rss0, rss1, rss2);
+
+	/* A decommitted block comes back zeroed and usable. */
+	char *p = kmm_alloc_pages(KMM_GFP_KERNEL | KMM_GFP_ZERO, ORDER);
+	CHECK(p != NULL, "realloc after decay");
+	CHECK(is_zero(p, BLOCK_PAGES * KMM_PAGE_SIZE), "decommitted block not zero");
+	memset(p, 1, BLOCK_PAGES * KMM_PAGE_SIZE);
+	kmm_free_pages(p, ORDER);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 1000) == 0, "restore decay");
+}
+
+/* kmalloc'd memory of every kind returns too. */
+static void test_kmalloc_return(void)
+{
+	enum { N = 2000 };
+	static void *p[N];
+	kmm_trim();
+	unsigned long res0 = zone_resident();
+	for (int i = 0; i < N; i++) {
+		size_t sz = (size_t)16 << (i % 13); /* 16 B .. 64 KiB */
+		p[i] = kmm_kmalloc(sz, KMM_GFP_KERNEL);
+		CHECK(p[i] != NULL, "kmalloc %zu", sz);
+		memset(p[i], 0x33, sz);
+	}
+	unsigned long res1 = zone_resident();
+	for (int i = 0; i < N; i++)
+		kmm_kfree(p[i]);
+	kmm_trim();
+	unsigned long res2 = zone_resident();
+	CHECK(res1 > res0 + 4096, "kmalloc grew resident %lu -> %lu", res0, res1);
+	/* What stays: kmm's own metadata and what min_partial keeps, far below the peak. */
+	CHECK(res2 <= res0 + 256, "after trim resident %lu (start %lu, peak %lu)", res2, res0, res1);
+	CHECK(kmm_buddy_validate() == 0 && kmm_slab_validate(NULL) == 0, "validate");
+	printf("  kmalloc: resident %lu -> %lu -> %lu pages\n", res0, res1, res2);
+}
+
+/* brk mode: sections come from the break, and the top one goes back by shrinking it. */
+static void brk_child(void *arg)
+{
+	(void)arg;
+	if (kmm_tune_set(KMM_TUNE_USE_BRK, 1) != 0)
+		_exit(2);
+	char *lo = sbrk(0);
+	char *p = kmm_alloc_pages(KMM_GFP_KERNEL, 10);
+	char *hi = sbrk(0);
+	if (!p)
+		_exit(3);
+	if (!(p >= lo && p + (KMM_PAGE_SIZE << 10) <= hi))
+		_exit(4); /* not from the break */
+	memset(p, 7, KMM_PAGE_SIZE << 10);
+	kmm_free_pages(p, 10);
+	kmm_trim();
+	if ((char *)sbrk(0) >= hi)
+		_exit(5); /* the top section did not go back */
+	if (kmm_buddy_validate() != 0)
+		_exit(6);
+	_exit(0);
+}
+
+static void test_brk(void)
+{
+	int st;
+	char how[96];
+	char *err = run_in_child(brk_child, NULL, &st);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "brk child %s; stderr: %s",
+	      describe_status(st, how, sizeof(how)), err);
+	free(err);
+	printf("  brk: sections grown from the break and given back by shrinking it\n");
+}
+
+/* A malformed tunable warns once and keeps the default; a good one is taken. */
+static char *self_exe;
+static void env_child(void *arg)
+{
+	const char *which = arg;
+	setenv("KMM_DECAY_MS", which, 1);
+	setenv("KMM_PCP_HIGH", "32", 1);
+	execl(self_exe, self_exe, "--env-child", (char *)NULL);
+	_exit(127);
+}
+
+static int env_child_main(void)
+{
+	void *p = kmm_kmalloc(100, KMM_GFP_KERNEL);
+	if (!p)
+		return 3;
+	kmm_kfree(p);
+	fprintf(stderr, "decay=%ld pcp_high=%ld\n", kmm_tune_get(KMM_TUNE_DECAY_MS),
+		kmm_tune_get(KMM_TUNE_PCP_HIGH));
+	return 0;
+}
+
+static void test_env(void)
+{
+	int st;
+	char how[96];
+	char *err = run_in_child(env_child, "12abc", &st);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "env child %s: %s",
+	      describe_status(st, how, sizeof(how)), err);
+	CHECK(strstr(err, "kmm:") && strstr(err, "KMM_DECAY_MS") && strstr(err, "12abc"),
+	      "no warning for a malformed value: %s", err);
+	CHECK(strstr(err, "decay=1000 pcp_high=32"), "default kept, good value taken: %s", err);
+	free(err);
+	err = run_in_child(env_child, "250", &st);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "env child: %s", err);
+	CHECK(!strstr(err, "ignoring") && strstr(err, "decay=250 pcp_high=32"), "good values: %s", err);
+	free(err);
+
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, -1) == -1 && errno == EINVAL, "negative decay");
+	CHECK(kmm_tune_set(KMM_TUNE_USE_BRK, 2) == -1 && errno == EINVAL, "brk 2");
+	CHECK(kmm_tune_set((enum kmm_tunable)99, 1) == -1 && errno == EINVAL, "unknown tunable");
+	CHECK(kmm_tune_get((enum kmm_tunable)99) == -1 && errno == EINVAL, "unknown tunable get");
+	printf("  tunables: malformed KMM_DECAY_MS warned about, defaults kept\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--env-child") == 0)
+		return env_child_main();
+	self_exe = argv[0];
+	test_init("test_decay", 0x6465636179303031ull);
+	test_env();
+	test_brk();
+	test_trim();
+	test_decay_zero();
+	test_kmalloc_return();
+	return test_finish();
+}
