@@ -9,6 +9,7 @@
  *   kmm/kmalloc.h  kmalloc and friends
  *   kmm/mempool.h  memory pools
  *   kmm/debug.h    fault injection and tunables
+ *   kmm/stats.h    heap figures and the KMM_STATS report
  */
 #ifndef KMM_H
 #define KMM_H
@@ -24,5 +25,6 @@
 #include <kmm/kmalloc.h>
 #include <kmm/mempool.h>
 #include <kmm/debug.h>
+#include <kmm/stats.h>
 
 #endif /* KMM_H */

@@ -21,18 +21,22 @@
  *
  * Above 4 MiB: a mapping of its own from the OS, 4 MiB aligned, registered
  * in the pagemap so that kfree() and ksize() find it in O(1).  Waste: under
- * one page.
+ * one page.  Resizing such a block moves its pages with mremap, never copies.
+ *
+ * Aligned allocation: an alignment up to the page size is served by the
+ * smallest class that is a multiple of it (slabs start page aligned, so
+ * every slot of such a class is aligned); larger alignments by page runs
+ * from a block of at least that order, or by an aligned mapping.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "kmalloc.h"
 #include "os.h"
 #include "slab.h"
 
 #define KMALLOC_SHIFT_SMALL 6 /* classes <= 64 are listed by hand */
-#define NR_KMALLOC_CLASSES 41
-#define KMALLOC_MAX_PAGES_SIZE (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
 
 static struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
 static size_t kmalloc_class_size[NR_KMALLOC_CLASSES];
@@ -58,6 +62,10 @@ struct huge_block {
 };
 static struct kmm_cache huge_block_cache;
 #define HUGE_CACHE_ID (NR_KMALLOC_CLASSES)
+
+/* Counters of the blocks that bypass the slabs (relaxed atomics). */
+static unsigned long long large_bytes, huge_bytes;
+static unsigned long large_blocks, huge_blocks;
 
 void kmalloc_init(void);
 void kmalloc_init(void)
@@ -85,7 +93,16 @@ void kmalloc_init(void)
 	huge_block_cache.is_kmalloc = true;
 }
 
-static noinline void *kmalloc_huge(size_t size, unsigned flags)
+struct kmm_cache *kmalloc_cache(unsigned i)
+{
+	return i < NR_KMALLOC_CLASSES ? &kmalloc_caches[i] : NULL;
+}
+
+/* ---- huge blocks ---- */
+
+static size_t huge_span(size_t bytes) { return ALIGN_UP(bytes, KMM_SECTION_SIZE); }
+
+static noinline void *kmalloc_huge(size_t size, size_t align, unsigned flags)
 {
 	if (!(flags & KMM_GFP_DIRECT_OS)) {
 		errno = ENOMEM;
@@ -95,15 +112,17 @@ static noinline void *kmalloc_huge(size_t size, unsigned flags)
 	struct huge_block *hb = slab_alloc(&huge_block_cache, flags & ~KMM_GFP_ZERO);
 	if (!hb)
 		return NULL;
-	void *p = os_map_aligned(bytes, KMM_SECTION_SIZE);
+	void *p = os_map_aligned(bytes, MAX(align, KMM_SECTION_SIZE));
 	if (!p)
 		goto fail;
 	hb->addr = p;
 	hb->size = bytes;
-	if (pagemap_set(p, ALIGN_UP(bytes, KMM_SECTION_SIZE), hb, PAGEMAP_HUGE) != 0) {
+	if (pagemap_set(p, huge_span(bytes), hb, PAGEMAP_HUGE) != 0) {
 		os_unmap(p, bytes);
 		goto fail;
 	}
+	__atomic_fetch_add(&huge_bytes, bytes, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&huge_blocks, 1, __ATOMIC_RELAXED);
 	return p; /* fresh mappings read as zero: KMM_GFP_ZERO needs nothing */
 fail:
 	kmm_cache_free(&huge_block_cache, hb);
@@ -113,28 +132,81 @@ fail:
 
 static void kfree_huge(struct huge_block *hb)
 {
-	pagemap_set(hb->addr, ALIGN_UP(hb->size, KMM_SECTION_SIZE), NULL, PAGEMAP_NONE);
+	__atomic_fetch_sub(&huge_bytes, hb->size, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&huge_blocks, 1, __ATOMIC_RELAXED);
+	pagemap_set(hb->addr, huge_span(hb->size), NULL, PAGEMAP_NONE);
 	os_unmap(hb->addr, hb->size);
 	kmm_cache_free(&huge_block_cache, hb);
 }
 
-static always_inline void *kmalloc_flags_ok(size_t size, unsigned flags)
+/* Resize a huge block without copying: in place, else moved by mremap. */
+static bool krealloc_huge(struct huge_block *hb, size_t size)
 {
-	if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE)) {
-		if (unlikely(size == 0))
-			return KMM_ZERO_SIZE_PTR;
-		return slab_alloc(&kmalloc_caches[kmalloc_index(size)], flags);
+	size_t bytes = ALIGN_UP(size, KMM_PAGE_SIZE);
+	if (bytes == hb->size)
+		return true;
+	if (huge_span(bytes) == huge_span(hb->size) &&
+	    os_remap_inplace(hb->addr, hb->size, bytes) == 0) {
+		__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
+		hb->size = bytes;
+		return true;
 	}
-	if (size <= KMALLOC_MAX_PAGES_SIZE) {
-		struct page *page =
-			alloc_pages_exact(flags, (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT);
-		return page ? page_to_virt(page) : NULL;
+	if (bytes < hb->size)
+		return false; /* shrinking in place failed: unheard of; copy instead */
+	void *p = os_remap_aligned(hb->addr, hb->size, bytes, KMM_SECTION_SIZE);
+	if (!p)
+		return false;
+	pagemap_set(hb->addr, huge_span(hb->size), NULL, PAGEMAP_NONE);
+	if (pagemap_set(p, huge_span(bytes), hb, PAGEMAP_HUGE) != 0)
+		kmm_fatal("krealloc", "cannot map the moved block %p", p); /* leaves exist: can't happen */
+	__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
+	hb->addr = p;
+	hb->size = bytes;
+	return true;
+}
+
+/* ---- allocation ---- */
+
+/* Smallest class index >= @idx whose size is a multiple of @align (<= page). */
+static unsigned aligned_class(unsigned idx, size_t align)
+{
+	while (idx < NR_KMALLOC_CLASSES && (kmalloc_class_size[idx] & (align - 1)))
+		idx++;
+	return idx;
+}
+
+static noinline void *kmalloc_pages(size_t size, size_t align, unsigned flags)
+{
+	if (size > KMALLOC_MAX_PAGES_SIZE || align > KMALLOC_MAX_PAGES_SIZE) {
+		if (size > PTRDIFF_MAX || align > ((size_t)1 << 40)) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		return kmalloc_huge(size, align, flags);
 	}
-	if (size > PTRDIFF_MAX) {
-		errno = ENOMEM;
+	unsigned long nr = (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT;
+	unsigned min_order = align > KMM_PAGE_SIZE ? ilog2_ul(align) - KMM_PAGE_SHIFT : 0;
+	struct page *page = alloc_pages_exact(flags, nr, min_order);
+	if (!page)
 		return NULL;
+	__atomic_fetch_add(&large_bytes, nr << KMM_PAGE_SHIFT, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&large_blocks, 1, __ATOMIC_RELAXED);
+	return page_to_virt(page);
+}
+
+void *kmalloc_core(size_t size, size_t align, unsigned flags)
+{
+	if (likely(align <= 16)) {
+		if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE))
+			return slab_alloc(&kmalloc_caches[kmalloc_index(size)], flags);
+		return kmalloc_pages(size, 0, flags);
 	}
-	return kmalloc_huge(size, flags);
+	if (size <= KMM_KMALLOC_MAX_CACHE_SIZE && align <= KMM_PAGE_SIZE) {
+		unsigned idx = aligned_class(kmalloc_index(MAX(size, align)), align);
+		if (idx < NR_KMALLOC_CLASSES)
+			return slab_alloc(&kmalloc_caches[idx], flags);
+	}
+	return kmalloc_pages(size, align, flags);
 }
 
 KMM_EXPORT void *kmm_kmalloc(size_t size, unsigned flags)
@@ -144,7 +216,9 @@ KMM_EXPORT void *kmm_kmalloc(size_t size, unsigned flags)
 		return NULL;
 	}
 	kmm_ensure_init();
-	return kmalloc_flags_ok(size, flags);
+	if (unlikely(size == 0))
+		return KMM_ZERO_SIZE_PTR;
+	return kmalloc_core(size, 0, flags);
 }
 
 KMM_EXPORT void *kmm_kzalloc(size_t size, unsigned flags)
@@ -162,68 +236,92 @@ KMM_EXPORT void *kmm_kcalloc(size_t n, size_t size, unsigned flags)
 	return kmm_kmalloc(bytes, flags | KMM_GFP_ZERO);
 }
 
+/* ---- pointers back ---- */
+
+enum block_kind { BLOCK_SLAB, BLOCK_LARGE, BLOCK_HUGE };
+struct block {
+	enum block_kind kind;
+	struct page *page;     /* slab head, or run head */
+	struct huge_block *hb;
+};
+
 /*
  * What kind of block @p is, checked: aborts with a message naming @fn for a
- * pointer kmalloc did not return.  Exactly one of *slab, *large, *huge is set.
+ * pointer kmalloc did not return.  Slab pointers are checked to be the start
+ * of a slot by the slab layer when freed.
  */
-static void classify(const void *p, const char *fn, struct page **slab, struct page **large,
-		     struct huge_block **huge)
+static always_inline struct block classify(const void *p, const char *fn)
 {
-	*slab = *large = NULL;
-	*huge = NULL;
+	struct block b = {BLOCK_SLAB, NULL, NULL};
 	uintptr_t e = pagemap_lookup(p);
-	if (pagemap_kind(e) == PAGEMAP_HUGE) {
-		struct huge_block *hb = pagemap_ptr(e);
-		KMM_CHECK(hb->addr == p, fn, "invalid pointer %p", p);
-		*huge = hb;
-		return;
+	if (unlikely(pagemap_kind(e) != PAGEMAP_SECTION)) {
+		KMM_CHECK(pagemap_kind(e) == PAGEMAP_HUGE, fn, "invalid pointer %p", p);
+		b.hb = pagemap_ptr(e);
+		KMM_CHECK(b.hb->addr == p, fn, "invalid pointer %p", p);
+		b.kind = BLOCK_HUGE;
+		return b;
 	}
-	KMM_CHECK(pagemap_kind(e) == PAGEMAP_SECTION, fn, "invalid pointer %p", p);
 	struct page *page = virt_to_page(p);
-	if (page->flags == (PG_head | PG_large)) {
+	unsigned flags = page_flags(page);
+	if (unlikely(flags == (PG_head | PG_large))) {
 		KMM_CHECK(((uintptr_t)p & (KMM_PAGE_SIZE - 1)) == 0, fn, "invalid pointer %p", p);
-		*large = page;
-		return;
+		b.kind = BLOCK_LARGE;
+		b.page = page;
+		return b;
 	}
-	struct page *head = compound_head(page);
-	KMM_CHECK(head->flags & PG_slab, fn, "invalid pointer %p%s", p,
-		  (page->flags & (PG_buddy | PG_pcp)) ? " (double free?)" : "");
-	*slab = head;
+	b.page = compound_head(page);
+	KMM_CHECK(page_flags(b.page) & PG_slab, fn, "invalid pointer %p%s", p,
+		  (flags & (PG_buddy | PG_pcp)) ? " (double free?)" : "");
+	return b;
 }
 
-static always_inline void kfree_named(const void *cp, const char *fn)
+static void free_large(struct page *page)
 {
-	void *p = (void *)cp;
-	struct page *slab, *large;
-	struct huge_block *hb;
+	__atomic_fetch_sub(&large_bytes, (unsigned long long)page->nr_pages << KMM_PAGE_SHIFT,
+			   __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&large_blocks, 1, __ATOMIC_RELAXED);
+	free_pages_exact(page, page->nr_pages);
+}
+
+void kfree_checked(void *p, const char *fn)
+{
+	struct block b = classify(p, fn);
+	if (likely(b.kind == BLOCK_SLAB))
+		slab_free_checked(b.page->slab_cache, b.page, p, fn);
+	else if (b.kind == BLOCK_LARGE)
+		free_large(b.page);
+	else
+		kfree_huge(b.hb);
+}
+
+KMM_EXPORT void kmm_kfree(const void *p)
+{
 	if (unlikely(KMM_ZERO_OR_NULL_PTR(p)))
 		return;
-	classify(p, fn, &slab, &large, &hb);
-	if (likely(slab != NULL))
-		slab_free_checked(slab->slab_cache, slab, p, fn);
-	else if (large)
-		free_pages_exact(large, large->nr_pages);
-	else
-		kfree_huge(hb);
+	kfree_checked((void *)p, "kmm_kfree");
 }
 
-KMM_EXPORT void kmm_kfree(const void *p) { kfree_named(p, "kmm_kfree"); }
-
-static size_t ksize_named(const void *p, const char *fn)
+static size_t block_size(const struct block *b)
 {
-	struct page *slab, *large;
-	struct huge_block *hb;
+	if (b->kind == BLOCK_SLAB)
+		return b->page->slab_cache->object_size;
+	if (b->kind == BLOCK_LARGE)
+		return (size_t)b->page->nr_pages << KMM_PAGE_SHIFT;
+	return b->hb->size;
+}
+
+size_t ksize_checked(const void *p, const char *fn)
+{
+	struct block b = classify(p, fn);
+	return block_size(&b);
+}
+
+KMM_EXPORT size_t kmm_ksize(const void *p)
+{
 	if (KMM_ZERO_OR_NULL_PTR(p))
 		return 0;
-	classify(p, fn, &slab, &large, &hb);
-	if (slab)
-		return slab->slab_cache->object_size;
-	if (large)
-		return (size_t)large->nr_pages << KMM_PAGE_SHIFT;
-	return hb->size;
+	return ksize_checked(p, "kmm_ksize");
 }
-
-KMM_EXPORT size_t kmm_ksize(const void *p) { return ksize_named(p, "kmm_ksize"); }
 
 KMM_EXPORT size_t kmm_kmalloc_size_class(size_t size)
 {
@@ -233,9 +331,52 @@ KMM_EXPORT size_t kmm_kmalloc_size_class(size_t size)
 	return kmalloc_class_size[kmalloc_index(size)];
 }
 
+void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn)
+{
+	struct block b = classify(p, fn);
+	size_t old = block_size(&b);
+	unsigned long nr = (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT;
+	switch (b.kind) {
+	case BLOCK_SLAB:
+		/* Keep the slot unless a smaller class would save more than half of it. */
+		if (size <= old && (size > old / 2 || old <= 64))
+			return p;
+		break;
+	case BLOCK_LARGE:
+		if (size > KMM_KMALLOC_MAX_CACHE_SIZE && size <= KMALLOC_MAX_PAGES_SIZE) {
+			if (nr < b.page->nr_pages) {
+				__atomic_fetch_sub(&large_bytes, (b.page->nr_pages - nr) << KMM_PAGE_SHIFT,
+						   __ATOMIC_RELAXED);
+				shrink_pages_exact(b.page, nr);
+				return p;
+			}
+			unsigned long had = b.page->nr_pages;
+			if (nr == had || grow_pages_exact(b.page, nr)) {
+				__atomic_fetch_add(&large_bytes, (nr - had) << KMM_PAGE_SHIFT,
+						   __ATOMIC_RELAXED);
+				if ((flags & KMM_GFP_ZERO) && size > old)
+					memset((char *)p + old, 0, size - old);
+				return p;
+			}
+		}
+		break;
+	case BLOCK_HUGE:
+		if (size > KMALLOC_MAX_PAGES_SIZE && krealloc_huge(b.hb, size))
+			return b.hb->addr; /* new pages read as zero */
+		break;
+	}
+	void *q = kmalloc_core(size, 0, flags & ~KMM_GFP_ZERO);
+	if (!q)
+		return NULL;
+	memcpy(q, p, MIN(old, size));
+	if ((flags & KMM_GFP_ZERO) && size > old)
+		memset((char *)q + old, 0, size - old);
+	kfree_checked(p, fn);
+	return q;
+}
+
 KMM_EXPORT void *kmm_krealloc(void *p, size_t size, unsigned flags)
 {
-	static const char fn[] = "kmm_krealloc";
 	if (unlikely(flags & ~KMM_GFP_VALID_MASK)) {
 		errno = EINVAL;
 		return NULL;
@@ -243,40 +384,22 @@ KMM_EXPORT void *kmm_krealloc(void *p, size_t size, unsigned flags)
 	if (KMM_ZERO_OR_NULL_PTR(p))
 		return kmm_kmalloc(size, flags);
 	if (size == 0) {
-		kfree_named(p, fn);
+		kfree_checked(p, "kmm_krealloc");
 		return KMM_ZERO_SIZE_PTR;
 	}
-	size_t old = ksize_named(p, fn);
-	if (size <= old) {
-		/* Shrinking: keep the block unless it would waste more than half. */
-		if (size > old / 2 || old <= 64)
-			return p;
-	} else {
-		struct page *slab, *large;
-		struct huge_block *hb;
-		classify(p, fn, &slab, &large, &hb);
-		if (large && size <= KMALLOC_MAX_PAGES_SIZE &&
-		    grow_pages_exact(large, (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT)) {
-			if (flags & KMM_GFP_ZERO)
-				memset((char *)p + old, 0, size - old);
-			return p;
-		}
-		if (hb) {
-			size_t bytes = ALIGN_UP(size, KMM_PAGE_SIZE);
-			/* In place only: a moved mapping could lose its 4 MiB alignment. */
-			if (ALIGN_UP(bytes, KMM_SECTION_SIZE) == ALIGN_UP(hb->size, KMM_SECTION_SIZE) &&
-			    os_remap_inplace(hb->addr, hb->size, bytes) == 0) {
-				hb->size = bytes; /* the new pages are fresh: zero already */
-				return p;
-			}
-		}
+	return krealloc_checked(p, size, flags, "kmm_krealloc");
+}
+
+void kmalloc_totals(struct kmalloc_totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	for (unsigned i = 0; i < NR_KMALLOC_CLASSES; i++) {
+		struct kmm_cache_stats st;
+		kmm_cache_stats(&kmalloc_caches[i], &st);
+		t->slab_bytes += (unsigned long long)st.active_objs * st.size;
 	}
-	void *q = kmm_kmalloc(size, flags & ~KMM_GFP_ZERO);
-	if (!q)
-		return NULL;
-	memcpy(q, p, MIN(old, size));
-	if ((flags & KMM_GFP_ZERO) && size > old)
-		memset((char *)q + old, 0, size - old);
-	kfree_named(p, fn);
-	return q;
+	t->large_bytes = __atomic_load_n(&large_bytes, __ATOMIC_RELAXED);
+	t->large_blocks = __atomic_load_n(&large_blocks, __ATOMIC_RELAXED);
+	t->huge_bytes = __atomic_load_n(&huge_bytes, __ATOMIC_RELAXED);
+	t->huge_blocks = __atomic_load_n(&huge_blocks, __ATOMIC_RELAXED);
 }

@@ -24,6 +24,7 @@
 #include "internal.h"
 
 struct kmm_mempool {
+	struct list_head list;    /* all pools (pools_lock), for fork */
 	pthread_mutex_t lock;
 	pthread_cond_t wait;      /* signalled when an element enters the reserve */
 	int min_nr;               /* reserve size */
@@ -33,6 +34,39 @@ struct kmm_mempool {
 	kmm_mempool_free_t free;
 	void *pool_data;
 };
+
+/* Every pool, so that fork can take their locks (see init.c). */
+static kmm_lock_t pools_lock = KMM_LOCK_INIT;
+static struct list_head pools = {&pools, &pools};
+
+void mempool_fork_prepare(void);
+void mempool_fork_parent(void);
+void mempool_fork_child(void);
+void mempool_fork_prepare(void)
+{
+	kmm_lock(&pools_lock);
+	struct list_head *pos;
+	list_for_each(pos, &pools)
+		pthread_mutex_lock(&list_entry(pos, struct kmm_mempool, list)->lock);
+}
+void mempool_fork_parent(void)
+{
+	struct list_head *pos;
+	list_for_each(pos, &pools)
+		pthread_mutex_unlock(&list_entry(pos, struct kmm_mempool, list)->lock);
+	kmm_unlock(&pools_lock);
+}
+void mempool_fork_child(void)
+{
+	struct list_head *pos;
+	list_for_each(pos, &pools)
+	{
+		struct kmm_mempool *p = list_entry(pos, struct kmm_mempool, list);
+		pthread_mutex_init(&p->lock, NULL);
+		pthread_cond_init(&p->wait, NULL);
+	}
+	kmm_lock_init(&pools_lock);
+}
 
 static void add_element(struct kmm_mempool *p, void *e) { p->elements[p->curr_nr++] = e; }
 static void *remove_element(struct kmm_mempool *p) { return p->elements[--p->curr_nr]; }
@@ -58,6 +92,9 @@ KMM_EXPORT struct kmm_mempool *kmm_mempool_create(int min_nr, kmm_mempool_alloc_
 	p->alloc = alloc_fn;
 	p->free = free_fn;
 	p->pool_data = data;
+	kmm_lock(&pools_lock);
+	list_add(&p->list, &pools);
+	kmm_unlock(&pools_lock);
 	while (p->curr_nr < min_nr) {
 		void *e = alloc_fn(KMM_GFP_KERNEL, data);
 		if (!e) {
@@ -171,6 +208,9 @@ KMM_EXPORT void kmm_mempool_destroy(struct kmm_mempool *p)
 {
 	if (!p)
 		return;
+	kmm_lock(&pools_lock);
+	list_del(&p->list);
+	kmm_unlock(&pools_lock);
 	while (p->curr_nr > 0)
 		p->free(remove_element(p), p->pool_data);
 	pthread_cond_destroy(&p->wait);

@@ -43,6 +43,16 @@ void os_decommit(void *addr, size_t size);
 int os_remap_inplace(void *addr, size_t old_size, size_t new_size);
 
 /*
+ * Move a mapping to a fresh place aligned to @align, resized to @new_size,
+ * without copying (mremap onto a reserved aligned range).  Returns the new
+ * address, or NULL with errno ENOMEM (the old mapping is then intact).
+ */
+void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t align);
+
+/* Peak resident set of the process in KiB (getrusage). */
+long os_peak_rss_kb(void);
+
+/*
  * Sections for a zone: @size bytes naturally aligned to @size.  Taken from
  * the brk heap when KMM_TUNE_USE_BRK is set and brk can grow, else mapped.
  * NULL with errno ENOMEM on failure.
@@ -55,6 +65,11 @@ void *os_section_alloc(size_t size);
  * in which case it has been decommitted and the caller keeps it.
  */
 bool os_section_free(void *addr, size_t size);
+
+/* fork: the brk lock (innermost of kmm's locks). */
+void os_fork_prepare(void);
+void os_fork_parent(void);
+void os_fork_child(void);
 
 /* Write a whole message to stderr (no stdio, no allocation). */
 void os_write_stderr(const char *buf, size_t len);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,6 +123,28 @@ int os_remap_inplace(void *addr, size_t old_size, size_t new_size)
 	return 0;
 }
 
+void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t align)
+{
+	void *dest = os_map_aligned(new_size, align); /* makes the fault check */
+	if (!dest)
+		return NULL;
+	void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest);
+	if (p == MAP_FAILED) {
+		munmap(dest, new_size);
+		errno = ENOMEM;
+		return NULL;
+	}
+	return p;
+}
+
+long os_peak_rss_kb(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return -1;
+	return ru.ru_maxrss;
+}
+
 /* ---- brk ----
  * brk_lock guards the brk state.  Lock order: taken inside a zone lock, never
  * the other way round.
@@ -193,6 +216,10 @@ bool os_section_free(void *addr, size_t size)
 	os_unmap(addr, size);
 	return true;
 }
+
+void os_fork_prepare(void) { kmm_lock(&brk_lock); }
+void os_fork_parent(void) { kmm_unlock(&brk_lock); }
+void os_fork_child(void) { kmm_lock_init(&brk_lock); }
 
 /* ---- reporting, time ---- */
 

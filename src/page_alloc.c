@@ -269,6 +269,7 @@ static int zone_grow(struct zone *z)
 	z->nr_sections++;
 	z->sections_added++;
 	z->managed_pages += KMM_SECTION_PAGES;
+	z->peak_managed_pages = MAX(z->peak_managed_pages, z->managed_pages);
 	add_to_free_area(z, &ms->mem_map[0], KMM_MAX_ORDER - 1);
 	kmm_unlock(&z->lock);
 	return 0;
@@ -512,10 +513,10 @@ void clear_compound(struct page *head, unsigned order)
 		set_page_flags(&head[i], 0);
 }
 
-struct page *alloc_pages_exact(unsigned flags, unsigned long nr)
+struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_order)
 {
-	KMM_ASSERT(nr >= 1 && nr <= KMM_SECTION_PAGES);
-	unsigned order = order_for_bytes(nr << KMM_PAGE_SHIFT);
+	KMM_ASSERT(nr >= 1 && nr <= KMM_SECTION_PAGES && min_order < KMM_MAX_ORDER);
+	unsigned order = MAX(order_for_bytes(nr << KMM_PAGE_SHIFT), min_order);
 	struct page *page;
 	bool zeroed = false;
 	struct zone *z = &zone_normal;
@@ -542,6 +543,17 @@ void free_pages_exact(struct page *page, unsigned long nr)
 	struct zone *z = &zone_normal;
 	kmm_lock(&z->lock);
 	free_range(z, page_section(page), page_index(page), nr);
+	kmm_unlock(&z->lock);
+	zone_maybe_decay(z);
+}
+
+void shrink_pages_exact(struct page *page, unsigned long new_nr)
+{
+	struct zone *z = &zone_normal;
+	KMM_ASSERT(new_nr >= 1 && new_nr < page->nr_pages);
+	kmm_lock(&z->lock);
+	free_range(z, page_section(page), page_index(page) + new_nr, page->nr_pages - new_nr);
+	page->nr_pages = (uint32_t)new_nr;
 	kmm_unlock(&z->lock);
 	zone_maybe_decay(z);
 }
@@ -719,6 +731,69 @@ KMM_EXPORT void kmm_buddyinfo(FILE *out)
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
 		fprintf(out, "%6lu ", nr[o]);
 	fputc('\n', out);
+}
+
+unsigned long zone_peak_pages(void)
+{
+	kmm_lock(&zone_normal.lock);
+	unsigned long n = zone_normal.peak_managed_pages;
+	kmm_unlock(&zone_normal.lock);
+	return n;
+}
+
+unsigned long long zone_metadata_bytes(void)
+{
+	struct zone *z = &zone_normal;
+	kmm_lock(&z->lock);
+	/* Descriptors in use, and the slots of the section table touched so far. */
+	unsigned long long n = (unsigned long long)z->nr_sections *
+			       ALIGN_UP(sizeof(struct mem_section), KMM_PAGE_SIZE);
+	n += ALIGN_UP((unsigned long long)z->section_hwm * (sizeof(void *) + sizeof(unsigned)),
+		      KMM_PAGE_SIZE);
+	kmm_unlock(&z->lock);
+	return n;
+}
+
+/* ---- fork ---- */
+
+void page_fork_prepare(void)
+{
+	kmm_lock(&zone_normal.lock);
+	kmm_lock(&pcp_registry_lock);
+	kmm_lock(&desc_lock);
+}
+
+void page_fork_parent(void)
+{
+	kmm_unlock(&desc_lock);
+	kmm_unlock(&pcp_registry_lock);
+	kmm_unlock(&zone_normal.lock);
+}
+
+void page_fork_child(void)
+{
+	kmm_lock_init(&desc_lock);
+	kmm_lock_init(&pcp_registry_lock);
+	kmm_lock_init(&zone_normal.lock);
+}
+
+/* The child's other threads are gone; their pcp lists (in their TLS, still mapped) come back. */
+void page_fork_child_reclaim(void)
+{
+	struct list_head *pos, *tmp;
+	kmm_lock(&pcp_registry_lock);
+	list_for_each_safe(pos, tmp, &pcp_registry)
+	{
+		struct per_cpu_pages *pcp = list_entry(pos, struct per_cpu_pages, registry);
+		if (pcp == &pcp_tls)
+			continue;
+		list_del(&pcp->registry);
+		kmm_unlock(&pcp_registry_lock);
+		for (unsigned o = 0; o <= PCP_MAX_ORDER; o++)
+			pcp_drain(pcp, o, ~0u);
+		kmm_lock(&pcp_registry_lock);
+	}
+	kmm_unlock(&pcp_registry_lock);
 }
 
 /* ---- validation ---- */

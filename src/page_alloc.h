@@ -111,6 +111,7 @@ struct zone {
 	unsigned long min_free_pages;  /* watermark: only KMM_GFP_HIGH goes below */
 	uint64_t last_decay_ms;
 	unsigned long sections_added, sections_released;
+	unsigned long peak_managed_pages; /* the most managed_pages ever were */
 	unsigned nr_sections;          /* sections mapped */
 	unsigned section_hwm;          /* slots ever used in section[] */
 	unsigned free_slot_top;        /* stack of free section[] slots */
@@ -180,11 +181,14 @@ void free_pages(struct page *page, unsigned order);
 
 /*
  * Allocate exactly @nr pages (<= KMM_SECTION_PAGES) as one contiguous run:
- * a block of the covering order whose unused tail goes back to the zone.
- * The head has PG_head | PG_large and ->nr_pages = nr.
+ * a block of the covering order (at least @min_order, which sets the run's
+ * alignment) whose unused tail goes back to the zone.  The head has
+ * PG_head | PG_large and ->nr_pages = nr.
  */
-struct page *alloc_pages_exact(unsigned flags, unsigned long nr);
+struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_order);
 void free_pages_exact(struct page *page, unsigned long nr);
+/* Give the tail of a run back so that it keeps @new_nr (< nr_pages) pages. */
+void shrink_pages_exact(struct page *page, unsigned long new_nr);
 /*
  * Grow a run from alloc_pages_exact() in place to @new_nr pages if the
  * frames behind it are free; true on success.
@@ -202,6 +206,16 @@ void pcp_thread_exit(void);
 
 /* Decommit old free blocks; with @force, all of them, now.  Returns pages given back. */
 unsigned long zone_decay(struct zone *z, bool force);
+
+/* Figures for kmm_heap_stats(). */
+unsigned long zone_peak_pages(void);
+unsigned long long zone_metadata_bytes(void);
+
+/* fork: zone, pcp registry and descriptor locks; the child drains dead threads' pcp lists. */
+void page_fork_prepare(void);
+void page_fork_parent(void);
+void page_fork_child(void);
+void page_fork_child_reclaim(void);
 
 void page_alloc_init(void);
 

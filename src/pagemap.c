@@ -11,6 +11,13 @@ uintptr_t *pagemap_root[PAGEMAP_ROOT_ENTRIES];
 
 /* Serialises leaf creation.  Lock order: innermost (taken under zone locks). */
 static kmm_lock_t pagemap_lock = KMM_LOCK_INIT;
+static unsigned long pagemap_leaves; /* leaves mapped (pagemap_lock; read relaxed) */
+
+unsigned long pagemap_bytes(void)
+{
+	return __atomic_load_n(&pagemap_leaves, __ATOMIC_RELAXED) * PAGEMAP_LEAF_ENTRIES *
+	       sizeof(uintptr_t);
+}
 
 static uintptr_t *pagemap_leaf(uintptr_t a, bool create)
 {
@@ -22,8 +29,10 @@ static uintptr_t *pagemap_leaf(uintptr_t a, bool create)
 	leaf = pagemap_root[ri];
 	if (!leaf) {
 		leaf = os_map_aligned(PAGEMAP_LEAF_ENTRIES * sizeof(uintptr_t), KMM_PAGE_SIZE);
-		if (leaf)
+		if (leaf) {
 			__atomic_store_n(&pagemap_root[ri], leaf, __ATOMIC_RELEASE);
+			__atomic_store_n(&pagemap_leaves, pagemap_leaves + 1, __ATOMIC_RELAXED);
+		}
 	}
 	kmm_unlock(&pagemap_lock);
 	return leaf;
@@ -51,3 +60,7 @@ int pagemap_set(void *addr, size_t size, void *desc, enum pagemap_kind kind)
 	}
 	return 0;
 }
+
+void pagemap_fork_prepare(void) { kmm_lock(&pagemap_lock); }
+void pagemap_fork_parent(void) { kmm_unlock(&pagemap_lock); }
+void pagemap_fork_child(void) { kmm_lock_init(&pagemap_lock); }

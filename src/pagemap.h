@@ -57,4 +57,11 @@ static inline void *pagemap_ptr(uintptr_t e) { return (void *)(e & ~PAGEMAP_KIND
  */
 int pagemap_set(void *addr, size_t size, void *desc, enum pagemap_kind kind);
 
+void pagemap_fork_prepare(void);
+void pagemap_fork_parent(void);
+void pagemap_fork_child(void);
+
+/* Bytes of leaves mapped so far (metadata accounting). */
+unsigned long pagemap_bytes(void);
+
 #endif /* KMM_PAGEMAP_H */

@@ -93,6 +93,30 @@ static always_inline void set_freepointer(const struct kmm_cache *s, void *obj, 
 	*(void **)((char *)obj + s->offset) = next;
 }
 
+/*
+ * Double-free detection.  A free object of a cache without constructor
+ * (whose free pointer is at offset 0) and of at least 16 bytes carries, in
+ * its second word, a canary: a per-process secret xor the object's address.
+ * Allocation clears it; a free that finds it set is a double free (an
+ * object freed while it sits on a free list), caught at the cost of one load
+ * and one store.  A false alarm needs user data equal to a secret 64-bit
+ * value, and a use-after-free write that clobbers the canary only hides the
+ * next double free, it never causes a false one.  Objects at the head of a
+ * freelist are also caught in every cache (obj == freelist head).
+ */
+static uintptr_t free_magic;
+
+static always_inline uintptr_t *canary_word(void *obj) { return (uintptr_t *)obj + 1; }
+static always_inline uintptr_t canary_of(const void *obj) { return free_magic ^ (uintptr_t)obj; }
+
+static always_inline void canary_on_free(const struct kmm_cache *s, void *obj, const char *fn)
+{
+	if (s->canary) {
+		KMM_CHECK(*canary_word(obj) != canary_of(obj), fn, "double free %p", obj);
+		*canary_word(obj) = canary_of(obj);
+	}
+}
+
 /* ---- caches and threads ---- */
 
 static kmm_lock_t slab_mutex = KMM_LOCK_INIT;  /* slab_caches, cache ids */
@@ -191,6 +215,8 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 		if (s->ctor)
 			s->ctor(obj);
 		set_freepointer(s, obj, i + 1 < s->objects ? obj + s->size : NULL);
+		if (s->canary)
+			*canary_word(obj) = canary_of(obj);
 	}
 	/* Every object goes to the new holder's private freelist. */
 	__atomic_store_n(&slab->counters, sw_pack(NULL, s->objects, true), __ATOMIC_RELAXED);
@@ -393,6 +419,8 @@ static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
 		return NULL;
 	}
 	c->freelist = get_freepointer(s, obj);
+	if (s->canary)
+		*canary_word(obj) = 0;
 	if (flags & KMM_GFP_ZERO)
 		memset(obj, 0, s->object_size);
 	return obj;
@@ -407,6 +435,8 @@ void *slab_alloc(struct kmm_cache *s, unsigned flags)
 			void *obj = c->freelist;
 			if (likely(obj)) {
 				c->freelist = get_freepointer(s, obj);
+				if (s->canary)
+					*canary_word(obj) = 0;
 				if (unlikely(flags & KMM_GFP_ZERO))
 					memset(obj, 0, s->object_size);
 				return obj;
@@ -433,6 +463,7 @@ static noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void
 	bool locked = false, was_frozen, frozen;
 	void *prior;
 	unsigned inuse;
+	canary_on_free(s, obj, fn);
 	uint64_t old = slab_word(slab);
 	for (;;) {
 		prior = sw_freelist(old);
@@ -490,6 +521,7 @@ static always_inline void slab_free(struct kmm_cache *s, struct page *slab, void
 		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
 		if (likely(c && c->slab == slab)) {
 			KMM_CHECK(obj != c->freelist, fn, "double free %p", obj);
+			canary_on_free(s, obj, fn);
 			set_freepointer(s, obj, c->freelist);
 			c->freelist = obj;
 			return;
@@ -570,6 +602,7 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->cpu_partial_slabs = MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
+	s->canary = offset == 0 && sz >= 2 * sizeof(void *);
 	s->ctor = ctor;
 	s->name = name;
 	kmm_lock_init(&s->list_lock);
@@ -585,6 +618,10 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 
 void slab_init(void)
 {
+	/* Not a cryptographic secret: it only has to be unlikely in user data. */
+	uintptr_t seed = (uintptr_t)&seed ^ ((uintptr_t)&free_magic << 17) ^ (uintptr_t)kmm_now_ms();
+	seed *= 0x9e3779b97f4a7c15ull;
+	free_magic = seed ^ (seed >> 29) ^ 0x6b6d6d0000000001ull;
 	slab_cache_setup(&kmem_cache_cache, "kmem_cache", sizeof(struct kmm_cache), 0,
 			 KMM_SLAB_HWCACHE_ALIGN, NULL, KMEM_CACHE_ID);
 }
@@ -850,6 +887,75 @@ void slab_thread_exit(void)
 		if (t->chunk[i])
 			free_pages(virt_to_page(t->chunk[i]), 0);
 	free_pages(virt_to_page(t), SLAB_THREAD_ORDER);
+}
+
+unsigned long long slab_bytes_in_use(void)
+{
+	unsigned long long n = 0;
+	kmm_lock(&slab_mutex);
+	struct list_head *pos;
+	list_for_each(pos, &slab_caches)
+	{
+		struct kmm_cache *s = list_entry(pos, struct kmm_cache, list);
+		struct kmm_cache_stats st;
+		kmm_cache_stats(s, &st);
+		n += (unsigned long long)st.active_objs * s->size;
+	}
+	kmm_unlock(&slab_mutex);
+	return n;
+}
+
+/* ---- fork ----
+ * prepare takes, in the documented order, slab_mutex, slab_threads_lock and
+ * every cache's list_lock; the parent releases them; the child re-creates
+ * them (it is single-threaded) and hands back the slabs of the threads that
+ * did not survive the fork, which can never run again.
+ */
+void slab_fork_prepare(void)
+{
+	kmm_lock(&slab_mutex);
+	kmm_lock(&slab_threads_lock);
+	struct list_head *pos;
+	list_for_each(pos, &slab_caches)
+		kmm_lock(&list_entry(pos, struct kmm_cache, list)->list_lock);
+}
+
+void slab_fork_parent(void)
+{
+	struct list_head *pos;
+	list_for_each(pos, &slab_caches)
+		kmm_unlock(&list_entry(pos, struct kmm_cache, list)->list_lock);
+	kmm_unlock(&slab_threads_lock);
+	kmm_unlock(&slab_mutex);
+}
+
+void slab_fork_child(void)
+{
+	struct list_head *pos;
+	list_for_each(pos, &slab_caches)
+		kmm_lock_init(&list_entry(pos, struct kmm_cache, list)->list_lock);
+	kmm_lock_init(&slab_threads_lock);
+	kmm_lock_init(&slab_mutex);
+}
+
+/* Child after fork, locks usable again: flush the slabs of threads that are gone. */
+void slab_fork_child_reclaim(void)
+{
+	struct list_head *pos, *tmp;
+	kmm_lock(&slab_threads_lock);
+	list_for_each_safe(pos, tmp, &slab_threads)
+	{
+		struct slab_thread *t = list_entry(pos, struct slab_thread, registry);
+		if (t == slab_tls)
+			continue;
+		flush_thread(t);
+		list_del(&t->registry);
+		for (unsigned i = 1; i < SLAB_CHUNKS; i++)
+			if (t->chunk[i])
+				free_pages(virt_to_page(t->chunk[i]), 0);
+		free_pages(virt_to_page(t), SLAB_THREAD_ORDER);
+	}
+	kmm_unlock(&slab_threads_lock);
 }
 
 /* ---- validation ---- */

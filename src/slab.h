@@ -36,6 +36,7 @@ struct kmm_cache {
 	void (*ctor)(void *);
 	const char *name;
 	bool name_allocated;    /* name is a kmalloc'd copy */
+	bool canary;            /* free objects carry a canary in their second word */
 	bool is_kmalloc;
 
 	/* The node: list_lock guards partial and nr_partial. */
@@ -68,5 +69,12 @@ void slab_flush_local(void);
 /* Give every cache's empty slabs back; returns slabs freed. */
 unsigned long slab_shrink_all(void);
 void slab_thread_exit(void);
+/* Bytes of slots in use over all caches (SLUB's active_objs * size). */
+unsigned long long slab_bytes_in_use(void);
+/* For fork: take every slab lock (prepare), release them (parent), reset (child). */
+void slab_fork_prepare(void);
+void slab_fork_parent(void);
+void slab_fork_child(void);
+void slab_fork_child_reclaim(void);
 
 #endif /* KMM_SLAB_INTERNAL_H */

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kmalloc.h - the kmalloc layer's internal interface, used by the malloc
+ * ABI (malloc.c) and the statistics.  Every function that takes a pointer
+ * checks it and aborts with a report naming @fn if kmm did not hand it out.
+ */
+#ifndef KMM_KMALLOC_INTERNAL_H
+#define KMM_KMALLOC_INTERNAL_H
+
+#include "internal.h"
+
+#define NR_KMALLOC_CLASSES 41
+#define KMALLOC_MAX_PAGES_SIZE (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
+
+/* Allocate @size (> 0) bytes aligned to @align (a power of two; 0 or <= 16: default). */
+void *kmalloc_core(size_t size, size_t align, unsigned flags);
+/* Free a non-NULL pointer. */
+void kfree_checked(void *p, const char *fn);
+/* Usable size of a non-NULL pointer. */
+size_t ksize_checked(const void *p, const char *fn);
+/*
+ * Resize a non-NULL pointer to @size (> 0) bytes, in place when possible
+ * (slab slack, free pages after a run, mremap of a huge block).  NULL with
+ * errno ENOMEM leaves @p intact.
+ */
+void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn);
+
+struct kmalloc_totals {
+	unsigned long long slab_bytes;   /* slots in kmalloc slabs, in use (SLUB-style count) */
+	unsigned long long large_bytes;  /* page runs handed out */
+	unsigned long large_blocks;
+	unsigned long long huge_bytes;   /* blocks mapped on their own */
+	unsigned long huge_blocks;
+};
+void kmalloc_totals(struct kmalloc_totals *t);
+/* Class i's cache (for per-class statistics); NULL past the last. */
+struct kmm_cache *kmalloc_cache(unsigned i);
+
+#endif /* KMM_KMALLOC_INTERNAL_H */

@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * malloc.c - the C allocation ABI on kmm: malloc and its whole family, the
+ * glibc extensions and the glibc-internal entry points, so that a program
+ * linked with -lkmm (or run with LD_PRELOAD=libkmm.so) never mixes two
+ * allocators.
+ *
+ * Semantics follow glibc where C and POSIX leave a choice:
+ *   malloc(0)         a unique minimal block (8 usable bytes), not NULL.
+ *   realloc(p, 0)     frees p and returns NULL (glibc's behaviour).
+ *   realloc(NULL, n)  malloc(n).
+ *   calloc overflow   NULL, errno ENOMEM.
+ *   aligned_alloc     any power-of-two alignment; any size (C17 DR 460).
+ *   posix_memalign    EINVAL unless the alignment is a power of two and a
+ *                     multiple of sizeof(void *); errno is left alone.
+ *   memalign          a non-power-of-two alignment is rounded up (glibc).
+ *   pvalloc           size rounded up to whole pages (0 -> one page).
+ * Alignment: every block is 16-byte aligned except 8-byte blocks (8).
+ *
+ * A pointer kmm never returned - a stack address, a pointer into a block, a
+ * foreign pointer - passed to free(), realloc() or malloc_usable_size()
+ * aborts with "kmm: free(): invalid pointer 0x...".  Double frees are caught
+ * at once when the object heads a freelist, and by a canary for objects of
+ * 16 bytes and more (see slab.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kmalloc.h"
+#include "page_alloc.h"
+#include "stats.h"
+
+#define MALLOC_FLAGS KMM_GFP_KERNEL
+
+static always_inline void *do_malloc(size_t size)
+{
+	kmm_ensure_init();
+	void *p = kmalloc_core(size ? size : 1, 0, MALLOC_FLAGS);
+	if (unlikely(stats_enabled) && p)
+		stats_alloc(p);
+	return p;
+}
+
+static always_inline void do_free(void *p, const char *fn)
+{
+	if (unlikely(!p))
+		return;
+	if (unlikely(stats_enabled))
+		stats_free(p, fn);
+	kfree_checked(p, fn);
+}
+
+static void *do_aligned(size_t align, size_t size)
+{
+	kmm_ensure_init();
+	void *p = kmalloc_core(size ? size : 1, align, MALLOC_FLAGS);
+	if (unlikely(stats_enabled) && p)
+		stats_alloc(p);
+	return p;
+}
+
+static void *do_calloc(size_t n, size_t size)
+{
+	size_t bytes;
+	if (unlikely(__builtin_mul_overflow(n, size, &bytes))) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	kmm_ensure_init();
+	void *p = kmalloc_core(bytes ? bytes : 1, 0, MALLOC_FLAGS | KMM_GFP_ZERO);
+	if (unlikely(stats_enabled) && p)
+		stats_alloc(p);
+	return p;
+}
+
+static void *do_realloc(void *p, size_t size, const char *fn)
+{
+	if (!p)
+		return do_malloc(size);
+	if (size == 0) {
+		do_free(p, fn);
+		return NULL;
+	}
+	if (unlikely(stats_enabled))
+		stats_free(p, fn);
+	void *q = krealloc_checked(p, size, MALLOC_FLAGS, fn);
+	if (unlikely(stats_enabled))
+		stats_alloc(q ? q : p);
+	return q;
+}
+
+KMM_EXPORT void *malloc(size_t size) { return do_malloc(size); }
+KMM_EXPORT void free(void *p) { do_free(p, "free"); }
+KMM_EXPORT void cfree(void *p) { do_free(p, "cfree"); }
+KMM_EXPORT void *calloc(size_t n, size_t size) { return do_calloc(n, size); }
+KMM_EXPORT void *realloc(void *p, size_t size) { return do_realloc(p, size, "realloc"); }
+
+KMM_EXPORT void *reallocarray(void *p, size_t n, size_t size)
+{
+	size_t bytes;
+	if (__builtin_mul_overflow(n, size, &bytes)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return do_realloc(p, bytes, "reallocarray");
+}
+
+KMM_EXPORT void *aligned_alloc(size_t align, size_t size)
+{
+	if (!IS_POW2(align)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return do_aligned(align, size);
+}
+
+KMM_EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+	if (!IS_POW2(align) || align % sizeof(void *))
+		return EINVAL;
+	int saved = errno;
+	void *p = do_aligned(align, size);
+	if (!p) {
+		errno = saved;
+		return ENOMEM;
+	}
+	*out = p;
+	return 0;
+}
+
+KMM_EXPORT void *memalign(size_t align, size_t size)
+{
+	if (align > ((size_t)1 << 62)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!IS_POW2(align))
+		align = align ? (size_t)1 << (ilog2_ul(align) + 1) : 1;
+	return do_aligned(align, size);
+}
+
+KMM_EXPORT void *valloc(size_t size) { return do_aligned(KMM_PAGE_SIZE, size); }
+
+KMM_EXPORT void *pvalloc(size_t size)
+{
+	size_t rounded;
+	if (__builtin_add_overflow(size, KMM_PAGE_SIZE - 1, &rounded)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	rounded &= ~(KMM_PAGE_SIZE - 1);
+	return do_aligned(KMM_PAGE_SIZE, rounded ? rounded : KMM_PAGE_SIZE);
+}
+
+KMM_EXPORT size_t malloc_usable_size(void *p)
+{
+	if (!p)
+		return 0;
+	return ksize_checked(p, "malloc_usable_size");
+}
+
+/* glibc-internal names that other parts of libc and some programs call. */
+KMM_EXPORT void *__libc_malloc(size_t size) { return do_malloc(size); }
+KMM_EXPORT void __libc_free(void *p) { do_free(p, "free"); }
+KMM_EXPORT void *__libc_calloc(size_t n, size_t size) { return do_calloc(n, size); }
+KMM_EXPORT void *__libc_realloc(void *p, size_t size) { return do_realloc(p, size, "realloc"); }
+KMM_EXPORT void *__libc_memalign(size_t align, size_t size) { return memalign(align, size); }
+KMM_EXPORT void *__libc_valloc(size_t size) { return valloc(size); }
+KMM_EXPORT void *__libc_pvalloc(size_t size) { return pvalloc(size); }
+KMM_EXPORT int __posix_memalign(void **out, size_t align, size_t size)
+{
+	return posix_memalign(out, align, size);
+}
+
+/* ---- tuning and trimming ---- */
+
+KMM_EXPORT int malloc_trim(size_t pad)
+{
+	(void)pad;
+	return kmm_trim() > 0;
+}
+
+/*
+ * mallopt: the glibc parameters programs set are accepted (returning 1) so
+ * that they keep working; kmm's own policy does not need them:
+ *   M_TRIM_THRESHOLD, M_TOP_PAD  -> KMM_DECAY_MS governs giving memory back;
+ *   M_MMAP_THRESHOLD, M_MMAP_MAX -> blocks above 4 MiB are always mapped;
+ *   M_ARENA_MAX, M_ARENA_TEST    -> kmm has per-thread caches, not arenas;
+ *   M_PERTURB, M_CHECK_ACTION    -> accepted, no effect.
+ * An unknown parameter returns 0, as glibc does.
+ */
+KMM_EXPORT int mallopt(int param, int value)
+{
+	(void)value;
+	switch (param) {
+	case M_TRIM_THRESHOLD:
+	case M_TOP_PAD:
+	case M_MMAP_THRESHOLD:
+	case M_MMAP_MAX:
+	case M_CHECK_ACTION:
+	case M_PERTURB:
+	case M_ARENA_TEST:
+	case M_ARENA_MAX:
+		return 1;
+	default:
+		return 0;
+	}
+}
+KMM_EXPORT int __libc_mallopt(int param, int value) { return mallopt(param, value); }
+
+/* ---- statistics in glibc's shapes ---- */
+
+KMM_EXPORT struct mallinfo2 mallinfo2(void)
+{
+	struct kmm_heap_stats h;
+	kmm_heap_stats(&h);
+	struct mallinfo2 mi;
+	memset(&mi, 0, sizeof(mi));
+	mi.arena = h.zone_bytes;         /* bytes in the zone's sections */
+	mi.ordblks = h.free_blocks;      /* free buddy blocks */
+	mi.smblks = 0;
+	mi.hblks = h.huge_blocks;        /* blocks mapped on their own */
+	mi.hblkhd = h.huge_bytes;
+	mi.usmblks = 0;
+	mi.fsmblks = 0;
+	mi.uordblks = h.in_use_bytes - h.huge_bytes; /* in use, in the zone */
+	mi.fordblks = h.zone_bytes - mi.uordblks;    /* zone bytes not in use */
+	mi.keepcost = 0;
+	return mi;
+}
+
+/* glibc marks mallinfo deprecated (int fields overflow); programs still call it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+KMM_EXPORT struct mallinfo mallinfo(void)
+{
+	struct mallinfo2 m2 = mallinfo2();
+	struct mallinfo mi;
+#define CLAMP_INT(x) ((int)((x) > (size_t)INT32_MAX ? INT32_MAX : (x)))
+	mi.arena = CLAMP_INT(m2.arena);
+	mi.ordblks = CLAMP_INT(m2.ordblks);
+	mi.smblks = CLAMP_INT(m2.smblks);
+	mi.hblks = CLAMP_INT(m2.hblks);
+	mi.hblkhd = CLAMP_INT(m2.hblkhd);
+	mi.usmblks = CLAMP_INT(m2.usmblks);
+	mi.fsmblks = CLAMP_INT(m2.fsmblks);
+	mi.uordblks = CLAMP_INT(m2.uordblks);
+	mi.fordblks = CLAMP_INT(m2.fordblks);
+	mi.keepcost = CLAMP_INT(m2.keepcost);
+#undef CLAMP_INT
+	return mi;
+}
+KMM_EXPORT struct mallinfo __libc_mallinfo(void) { return mallinfo(); }
+#pragma GCC diagnostic pop
+
+KMM_EXPORT void malloc_stats(void)
+{
+	struct kmm_heap_stats h;
+	kmm_heap_stats(&h);
+	char buf[512];
+	int n = snprintf(buf, sizeof(buf),
+			 "Arena 0:\n"
+			 "system bytes     = %10llu\n"
+			 "in use bytes     = %10llu\n"
+			 "Total (incl. mmap):\n"
+			 "system bytes     = %10llu\n"
+			 "in use bytes     = %10llu\n"
+			 "max mmap regions = %10lu\n"
+			 "max mmap bytes   = %10llu\n"
+			 "resident bytes   = %10llu\n",
+			 h.zone_bytes, h.in_use_bytes - h.huge_bytes, h.zone_bytes + h.huge_bytes,
+			 h.in_use_bytes, h.huge_blocks, h.huge_bytes, h.resident_bytes);
+	stats_write_stderr(buf, (size_t)n);
+}
+
+KMM_EXPORT int malloc_info(int options, FILE *fp)
+{
+	if (options != 0 || !fp) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct kmm_heap_stats h;
+	kmm_heap_stats(&h);
+	fprintf(fp, "<malloc version=\"kmm-%s\">\n", KMM_VERSION_STRING);
+	fprintf(fp, "<heap nr=\"0\">\n<sizes>\n");
+	for (unsigned i = 0; kmalloc_cache(i); i++) {
+		struct kmm_cache_stats st;
+		kmm_cache_stats(kmalloc_cache(i), &st);
+		if (st.num_objs)
+			fprintf(fp, "  <size from=\"%zu\" to=\"%zu\" total=\"%lu\" count=\"%lu\"/>\n",
+				i ? kmm_kmalloc_size_class(st.size) : 1, st.size, st.num_objs - st.active_objs,
+				st.active_objs);
+	}
+	fprintf(fp, "</sizes>\n");
+	fprintf(fp, "<total type=\"fast\" count=\"0\" size=\"0\"/>\n");
+	fprintf(fp, "<total type=\"rest\" count=\"%lu\" size=\"%llu\"/>\n", h.free_blocks,
+		h.zone_bytes - (h.in_use_bytes - h.huge_bytes));
+	fprintf(fp, "<system type=\"current\" size=\"%llu\"/>\n", h.zone_bytes);
+	fprintf(fp, "<system type=\"max\" size=\"%llu\"/>\n", h.peak_zone_bytes);
+	fprintf(fp, "<aspace type=\"total\" size=\"%llu\"/>\n", h.zone_bytes);
+	fprintf(fp, "<aspace type=\"mprotect\" size=\"%llu\"/>\n", h.zone_bytes);
+	fprintf(fp, "</heap>\n");
+	fprintf(fp, "<total type=\"fast\" count=\"0\" size=\"0\"/>\n");
+	fprintf(fp, "<total type=\"rest\" count=\"%lu\" size=\"%llu\"/>\n", h.free_blocks,
+		h.zone_bytes - (h.in_use_bytes - h.huge_bytes));
+	fprintf(fp, "<total type=\"mmap\" count=\"%lu\" size=\"%llu\"/>\n", h.huge_blocks,
+		h.huge_bytes);
+	fprintf(fp, "<system type=\"current\" size=\"%llu\"/>\n", h.zone_bytes + h.huge_bytes);
+	fprintf(fp, "<system type=\"max\" size=\"%llu\"/>\n", h.peak_zone_bytes + h.huge_bytes);
+	fprintf(fp, "<aspace type=\"total\" size=\"%llu\"/>\n", h.zone_bytes + h.huge_bytes);
+	fprintf(fp, "<aspace type=\"mprotect\" size=\"%llu\"/>\n", h.zone_bytes + h.huge_bytes);
+	fprintf(fp, "</malloc>\n");
+	return 0;
+}

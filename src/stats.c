@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stats.c - heap figures (kmm_heap_stats), the KMM_STATS report, and the
+ * counters behind it.
+ *
+ * With KMM_STATS=1 every malloc-family call counts its block in global
+ * relaxed atomics: bytes in use (and their peak, kept with a CAS-max) and
+ * allocations per size class.  That costs an atomic or two per call, which
+ * is why it is off by default; kmm_heap_stats() works either way from the
+ * layers' own counters.
+ */
+#include <string.h>
+
+#include "kmalloc.h"
+#include "os.h"
+#include "page_alloc.h"
+#include "slab.h"
+#include "stats.h"
+
+bool stats_enabled;
+
+/* Per class: kmalloc classes, then page runs, then huge blocks. */
+#define STAT_LARGE NR_KMALLOC_CLASSES
+#define STAT_HUGE (NR_KMALLOC_CLASSES + 1)
+static unsigned long long stat_allocs[NR_KMALLOC_CLASSES + 2];
+static unsigned long long bytes_in_use, peak_bytes_in_use;
+
+static unsigned stat_class(void *p, size_t *bytes, const char *fn)
+{
+	*bytes = ksize_checked(p, fn);
+	struct page *page = virt_to_page(p);
+	if (!page)
+		return STAT_HUGE;
+	struct page *head = compound_head(page);
+	if (page_flags(head) & PG_slab) {
+		unsigned id = head->slab_cache->id;
+		*bytes = head->slab_cache->size;
+		return id < NR_KMALLOC_CLASSES ? id : STAT_LARGE;
+	}
+	return STAT_LARGE;
+}
+
+void stats_alloc(void *p)
+{
+	size_t bytes;
+	unsigned c = stat_class(p, &bytes, "malloc");
+	__atomic_fetch_add(&stat_allocs[c], 1, __ATOMIC_RELAXED);
+	unsigned long long now = __atomic_add_fetch(&bytes_in_use, bytes, __ATOMIC_RELAXED);
+	unsigned long long peak = __atomic_load_n(&peak_bytes_in_use, __ATOMIC_RELAXED);
+	while (now > peak && !__atomic_compare_exchange_n(&peak_bytes_in_use, &peak, now, true,
+							   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
+void stats_free(void *p, const char *fn)
+{
+	size_t bytes;
+	stat_class(p, &bytes, fn);
+	__atomic_fetch_sub(&bytes_in_use, bytes, __ATOMIC_RELAXED);
+}
+
+void stats_write_stderr(const char *buf, size_t len) { os_write_stderr(buf, len); }
+
+KMM_EXPORT void kmm_heap_stats(struct kmm_heap_stats *h)
+{
+	kmm_ensure_init();
+	struct kmm_zone_stats z;
+	struct kmalloc_totals t;
+	memset(h, 0, sizeof(*h));
+	kmm_zone_stats(&z);
+	kmalloc_totals(&t);
+	h->zone_bytes = (unsigned long long)z.managed_pages * KMM_PAGE_SIZE;
+	h->peak_zone_bytes = (unsigned long long)zone_peak_pages() * KMM_PAGE_SIZE;
+	h->free_bytes = (unsigned long long)(z.free_pages + z.pcp_pages) * KMM_PAGE_SIZE;
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		h->free_blocks += z.nr_free[o];
+	h->large_bytes = t.large_bytes;
+	h->large_blocks = t.large_blocks;
+	h->huge_bytes = t.huge_bytes;
+	h->huge_blocks = t.huge_blocks;
+	h->in_use_bytes = slab_bytes_in_use() + t.large_bytes + t.huge_bytes;
+	h->peak_in_use_bytes = __atomic_load_n(&peak_bytes_in_use, __ATOMIC_RELAXED);
+	h->metadata_bytes = zone_metadata_bytes() + pagemap_bytes();
+	h->resident_bytes = (unsigned long long)z.resident_pages * KMM_PAGE_SIZE + t.huge_bytes +
+			    h->metadata_bytes;
+	h->peak_rss_kb = os_peak_rss_kb();
+}
+
+static double mib(unsigned long long b) { return (double)b / (1024.0 * 1024.0); }
+
+KMM_EXPORT void kmm_stats_print(FILE *out)
+{
+	struct kmm_heap_stats h;
+	kmm_heap_stats(&h);
+	fprintf(out, "kmm %s statistics\n", KMM_VERSION_STRING);
+	fprintf(out, "-- /proc/buddyinfo --\n");
+	kmm_buddyinfo(out);
+	fprintf(out, "-- /proc/slabinfo --\n");
+	kmm_slabinfo(out);
+	fprintf(out, "-- heap --\n");
+	fprintf(out, "bytes in use       %14llu (%.1f MiB)\n", h.in_use_bytes, mib(h.in_use_bytes));
+	fprintf(out, "peak bytes in use  %14llu (%.1f MiB)%s\n", h.peak_in_use_bytes,
+		mib(h.peak_in_use_bytes), stats_enabled ? "" : " [KMM_STATS=1 to track]");
+	fprintf(out, "zone bytes         %14llu (%.1f MiB), peak %.1f MiB\n", h.zone_bytes,
+		mib(h.zone_bytes), mib(h.peak_zone_bytes));
+	fprintf(out, "page runs          %14llu bytes in %lu blocks\n", h.large_bytes, h.large_blocks);
+	fprintf(out, "huge blocks        %14llu bytes in %lu blocks\n", h.huge_bytes, h.huge_blocks);
+	fprintf(out, "metadata           %14llu bytes\n", h.metadata_bytes);
+	fprintf(out, "resident (kmm)     %14llu (%.1f MiB)\n", h.resident_bytes, mib(h.resident_bytes));
+	fprintf(out, "peak RSS (process) %14ld KiB\n", h.peak_rss_kb);
+	fprintf(out, "-- allocations per size class --\n");
+	for (unsigned i = 0; i < NR_KMALLOC_CLASSES + 2; i++) {
+		unsigned long long n = __atomic_load_n(&stat_allocs[i], __ATOMIC_RELAXED);
+		if (!n)
+			continue;
+		if (i < NR_KMALLOC_CLASSES)
+			fprintf(out, "%-17s %14llu\n", kmalloc_cache(i)->name, n);
+		else
+			fprintf(out, "%-17s %14llu\n", i == STAT_LARGE ? "page-runs" : "huge", n);
+	}
+}
+
+/* KMM_STATS=1: the report at exit, to stderr. */
+__attribute__((destructor)) static void stats_at_exit(void)
+{
+	if (stats_enabled)
+		kmm_stats_print(stderr);
+}
+
+void stats_init(void) { stats_enabled = kmm_tunable(KMM_TUNE_STATS) != 0; }
