@@ -176,6 +176,27 @@ KMM_EXPORT int __posix_memalign(void **out, size_t align, size_t size)
 	return posix_memalign(out, align, size);
 }
 
+/* ---- for operator new/delete (new.cc) ---- */
+
+void *kmm_new_alloc(size_t size, size_t align);
+void kmm_new_free(void *p);
+__attribute__((noreturn)) void kmm_new_failed(size_t size);
+
+void *kmm_new_alloc(size_t size, size_t align)
+{
+	if (align > 16 && !IS_POW2(align))
+		return NULL;
+	return do_aligned(align, size);
+}
+
+void kmm_new_free(void *p) { do_free(p, "operator delete"); }
+
+void kmm_new_failed(size_t size)
+{
+	kmm_fatal("operator new", "out of memory allocating %zu bytes (no std::bad_alloc to throw)",
+		  size);
+}
+
 /* ---- tuning and trimming ---- */
 
 KMM_EXPORT int malloc_trim(size_t pad)
