@@ -153,10 +153,17 @@ static bool krealloc_huge(struct huge_block *hb, size_t size)
 	}
 	if (bytes < hb->size)
 		return false; /* shrinking in place failed: unheard of; copy instead */
-	void *p = os_remap_aligned(hb->addr, hb->size, bytes, KMM_SECTION_SIZE);
-	if (!p)
-		return false;
+	/*
+	 * Unpublish the old span before the move: once mremap has vacated it,
+	 * another thread may map a section there and publish it, and a late
+	 * clear would wipe that entry out.
+	 */
 	pagemap_set(hb->addr, huge_span(hb->size), NULL, PAGEMAP_NONE);
+	void *p = os_remap_aligned(hb->addr, hb->size, bytes, KMM_SECTION_SIZE);
+	if (!p) {
+		pagemap_set(hb->addr, huge_span(hb->size), hb, PAGEMAP_HUGE); /* leaves exist */
+		return false;
+	}
 	if (pagemap_set(p, huge_span(bytes), hb, PAGEMAP_HUGE) != 0)
 		kmm_fatal("krealloc", "cannot map the moved block %p", p); /* leaves exist: can't happen */
 	__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
@@ -313,6 +320,8 @@ static size_t block_size(const struct block *b)
 size_t ksize_checked(const void *p, const char *fn)
 {
 	struct block b = classify(p, fn);
+	if (b.kind == BLOCK_SLAB)
+		slab_check_object(b.page->slab_cache, b.page, p, fn);
 	return block_size(&b);
 }
 
@@ -334,6 +343,8 @@ KMM_EXPORT size_t kmm_kmalloc_size_class(size_t size)
 void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn)
 {
 	struct block b = classify(p, fn);
+	if (b.kind == BLOCK_SLAB)
+		slab_check_object(b.page->slab_cache, b.page, p, fn);
 	size_t old = block_size(&b);
 	unsigned long nr = (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT;
 	switch (b.kind) {

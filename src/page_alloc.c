@@ -210,11 +210,15 @@ static struct mem_section *section_desc_alloc(void)
 	return os_map_aligned(SECTION_DESC_SIZE, SECTION_DESC_SIZE);
 }
 
+/* Recycle a descriptor.  Makes a system call: never under the zone lock. */
 static void section_desc_free(struct mem_section *ms)
 {
 	ms->zone = NULL;
-	/* The mem_map is dead weight until reuse: drop its frames. */
-	os_decommit(ms->mem_map, sizeof(ms->mem_map) & ~(KMM_PAGE_SIZE - 1));
+	/* The mem_map is dead weight until reuse: drop its whole pages. */
+	uintptr_t lo = ALIGN_UP((uintptr_t)ms->mem_map, KMM_PAGE_SIZE);
+	uintptr_t hi = ALIGN_DOWN((uintptr_t)(ms->mem_map + KMM_SECTION_PAGES), KMM_PAGE_SIZE);
+	if (hi > lo)
+		os_decommit((void *)lo, hi - lo);
 	kmm_lock(&desc_lock);
 	ms->next_free = desc_free_list;
 	desc_free_list = ms;
@@ -614,6 +618,8 @@ unsigned long zone_decay(struct zone *z, bool force)
 {
 	unsigned long given = 0;
 	struct page *batch[DECAY_BATCH];
+	struct mem_section *dead[DECAY_BATCH];
+	unsigned ndead = 0;
 	kmm_lock(&z->lock);
 	uint64_t now = kmm_now_ms();
 	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
@@ -662,10 +668,16 @@ unsigned long zone_decay(struct zone *z, bool force)
 				z->sections_released++;
 				z->managed_pages -= KMM_SECTION_PAGES;
 				set_page_flags(p, 0);
-				section_desc_free(ms);
+				dead[ndead++] = ms;
 			} else {
 				free_one_block(z, p, p->order);
 			}
+		}
+		if (ndead > 0) {
+			kmm_unlock(&z->lock);
+			while (ndead > 0)
+				section_desc_free(dead[--ndead]);
+			kmm_lock(&z->lock);
 		}
 	}
 	kmm_unlock(&z->lock);
@@ -853,7 +865,8 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 	unsigned long buddy_heads = 0, decay_flags = 0;
 	for (unsigned s = 0; s < z->section_hwm; s++) {
 		struct mem_section *ms = z->section[s];
-		if (!ms)
+		/* A whole section isolated for release is unpublished until it goes. */
+		if (!ms || (page_flags(&ms->mem_map[0]) & PG_isolated))
 			continue;
 		if (ms->zone != z || ms->start_pfn != (unsigned long)s * KMM_SECTION_PAGES ||
 		    pagemap_ptr(pagemap_lookup((void *)ms->vaddr)) != ms)

@@ -147,6 +147,13 @@ _Static_assert(sizeof(struct slab_thread) <= (KMM_PAGE_SIZE << SLAB_THREAD_ORDER
 _Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE, "chunk");
 
 static __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
+/*
+ * Set when the thread's exit hook has run.  Code that runs later in the
+ * thread (other TLS destructors, glibc's final frees) must not build a new
+ * slab_thread: no exit hook would ever flush it.  Such calls go through the
+ * shared lists instead (see slab_alloc_slow and slab_free_slow).
+ */
+static __thread bool slab_exited __attribute__((tls_model("initial-exec")));
 static kmm_lock_t slab_threads_lock = KMM_LOCK_INIT;
 static struct list_head slab_threads = {&slab_threads, &slab_threads};
 
@@ -157,12 +164,18 @@ static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsi
 	return chunk ? &chunk[id % SLOTS_PER_CHUNK] : NULL;
 }
 
-/* The calling thread's slot for cache @id, made on demand; NULL + ENOMEM. */
-static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id)
+/*
+ * The calling thread's slot for cache @id, made on demand with @flags; NULL
+ * with errno ENOMEM, or NULL after the thread's exit hook ran.
+ */
+static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 {
 	struct slab_thread *t = slab_tls;
+	if (unlikely(slab_exited))
+		return NULL;
+	flags = (flags & ~KMM_GFP_ZERO) | KMM_GFP_ZERO;
 	if (!t) {
-		struct page *pg = alloc_pages(KMM_GFP_KERNEL | KMM_GFP_ZERO, SLAB_THREAD_ORDER);
+		struct page *pg = alloc_pages(flags, SLAB_THREAD_ORDER);
 		if (!pg)
 			return NULL;
 		t = page_to_virt(pg);
@@ -176,7 +189,7 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id)
 	struct kmem_cache_cpu *c = cpu_slot(t, id);
 	if (c)
 		return c;
-	struct page *pg = alloc_pages(KMM_GFP_KERNEL | KMM_GFP_ZERO, 0);
+	struct page *pg = alloc_pages(flags, 0);
 	if (!pg)
 		return NULL;
 	__atomic_store_n(&t->chunk[id / SLOTS_PER_CHUNK], (struct kmem_cache_cpu *)page_to_virt(pg),
@@ -302,7 +315,8 @@ static void deactivate_slab(struct kmm_cache *s, struct page *slab, void *freeli
 	void *tail = NULL;
 	for (void *p = freelist; p; p = get_freepointer(s, p)) {
 		tail = p;
-		k++;
+		KMM_CHECK(++k <= s->objects, "kmm_cache_free", "cache %s: freelist of slab %p is corrupted "
+			  "(a cycle: double free?)", s->name, page_to_virt(slab));
 	}
 	kmm_lock(&s->list_lock);
 	uint64_t old = slab_word(slab), new;
@@ -408,9 +422,29 @@ static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned 
 	}
 }
 
+/* After the thread's exit hook: take one object through a slot that lives only for this call. */
+static noinline void *slab_alloc_exited(struct kmm_cache *s, unsigned flags)
+{
+	struct kmem_cache_cpu tmp = {NULL, NULL, NULL, 0};
+	void *obj = refill_cpu(s, &tmp, flags);
+	if (obj) {
+		tmp.freelist = get_freepointer(s, obj);
+		if (s->canary)
+			*canary_word(obj) = 0;
+		if (flags & KMM_GFP_ZERO)
+			memset(obj, 0, s->object_size);
+	} else {
+		errno = ENOMEM;
+	}
+	flush_cpu(s, &tmp);
+	return obj;
+}
+
 static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
 {
-	struct kmem_cache_cpu *c = cpu_slot_get(s->id);
+	if (unlikely(slab_exited))
+		return slab_alloc_exited(s, flags);
+	struct kmem_cache_cpu *c = cpu_slot_get(s->id, flags);
 	if (!c)
 		return NULL;
 	void *obj = refill_cpu(s, c, flags);
@@ -474,8 +508,9 @@ static noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void
 		if (!was_frozen) {
 			if (!prior) {
 				/* full -> partial: keep it on our cpu partial list. */
-				if (!c)
-					c = cpu_slot_get(s->id);
+				/* Never allocate a slot with list_lock held (lock order). */
+				if (!c && !locked)
+					c = cpu_slot_get(s->id, KMM_GFP_KERNEL);
 				if (c)
 					frozen = true;
 				else if (!locked) {
@@ -538,6 +573,12 @@ static always_inline void check_object(const struct kmm_cache *s, struct page *s
 	size_t idx = (size_t)(((uint64_t)off * s->reciprocal) >> 44);
 	KMM_CHECK(idx * s->size == off && idx < s->objects, fn,
 		  "invalid pointer %p (not the start of an object of cache %s)", obj, s->name);
+}
+
+void slab_check_object(const struct kmm_cache *s, struct page *slab, const void *obj,
+		       const char *fn)
+{
+	check_object(s, slab, obj, fn);
 }
 
 void slab_free_checked(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
@@ -876,13 +917,16 @@ unsigned long slab_shrink_all(void)
 void slab_thread_exit(void)
 {
 	struct slab_thread *t = slab_tls;
-	if (!t)
+	if (!t) {
+		slab_exited = true;
 		return;
+	}
 	kmm_lock(&slab_threads_lock);
 	flush_thread(t);
 	list_del(&t->registry);
 	kmm_unlock(&slab_threads_lock);
 	slab_tls = NULL;
+	slab_exited = true;
 	for (unsigned i = 1; i < SLAB_CHUNKS; i++)
 		if (t->chunk[i])
 			free_pages(virt_to_page(t->chunk[i]), 0);

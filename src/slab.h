@@ -56,6 +56,9 @@ struct kmm_cache {
 /* Allocate/free through a cache; used by kmalloc with the checks done. */
 void *slab_alloc(struct kmm_cache *s, unsigned flags);
 void slab_free_checked(struct kmm_cache *s, struct page *slab, void *obj, const char *fn);
+/* Abort with a report naming @fn unless @obj is the start of a slot of @slab. */
+void slab_check_object(const struct kmm_cache *s, struct page *slab, const void *obj,
+		       const char *fn);
 /* The slab head holding @obj, or NULL (invalid pointer); @fn names the caller in reports. */
 struct page *slab_of_object(const void *obj, struct page *page, const char *fn);
 
