@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 /*
  * Map @size bytes aligned to @align (a power of two, >= page size).
@@ -48,6 +49,9 @@ int os_remap_inplace(void *addr, size_t old_size, size_t new_size);
  * address, or NULL with errno ENOMEM (the old mapping is then intact).
  */
 void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t align);
+
+/* The CLOCK_MONOTONIC time @ms from now, for timed waits. */
+void os_deadline_ms(struct timespec *ts, long ms);
 
 /* Peak resident set of the process in KiB (getrusage). */
 long os_peak_rss_kb(void);

@@ -137,6 +137,17 @@ void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t alig
 	return p;
 }
 
+void os_deadline_ms(struct timespec *ts, long ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
 long os_peak_rss_kb(void)
 {
 	struct rusage ru;

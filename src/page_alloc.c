@@ -46,7 +46,9 @@
  * -> pagemap lock / brk lock.
  */
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
 
 #include "os.h"
 #include "page_alloc.h"
@@ -87,6 +89,8 @@ static void queue_decay(struct zone *z, struct page *page)
 {
 	set_page_flags(page, page_flags(page) | PG_decay);
 	page->freed_ms = kmm_now_ms();
+	if (unlikely(z->decay_thread_waits) && list_empty(&z->decay_list))
+		pthread_cond_signal(&z->decay_wait);
 	list_add_tail(&page->decay, &z->decay_list);
 }
 
@@ -294,6 +298,8 @@ struct page *pfn_to_page(struct zone *z, unsigned long pfn)
 	return &z->section[slot]->mem_map[pfn % KMM_SECTION_PAGES];
 }
 
+static void decay_thread_maybe_start(struct zone *z);
+
 /*
  * Take @n blocks of @order from @z into @out[] (fewer if memory runs out).
  * Grows the zone when the flags allow it.  Returns how many were taken;
@@ -313,6 +319,8 @@ static unsigned zone_take(struct zone *z, unsigned flags, unsigned order, struct
 				break;
 			kmm_unlock(&z->lock);
 			int rc = zone_grow(z);
+			if (rc == 0)
+				decay_thread_maybe_start(z);
 			kmm_lock(&z->lock);
 			if (rc != 0)
 				break;
@@ -684,6 +692,77 @@ unsigned long zone_decay(struct zone *z, bool force)
 	return given;
 }
 
+/* ---- the background decay thread ----
+ * Decay otherwise runs only on the allocator's slow paths, so a program
+ * that frees its heap and then idles would keep its RSS.  Once the zone has
+ * grown past BACKGROUND_MIN_BYTES (small programs never get a thread), a
+ * detached thread sleeps on zone->decay_wait (with the zone lock) until the
+ * oldest block on the decay list is due, decays what is due, and sleeps
+ * again; an empty list means sleeping until queue_decay() signals.  So a
+ * free block goes back to the OS about KMM_DECAY_MS after it was freed,
+ * whether or not the program calls kmm again, and an idle process costs no
+ * wake-ups.  The thread blocks every signal.  After fork the child starts
+ * its own when it needs one.
+ */
+#define BACKGROUND_MIN_BYTES (64ul << 20)
+
+static int decay_thread_started; /* 0, 1 (atomic) */
+
+static void *decay_thread_main(void *arg)
+{
+	struct zone *z = arg;
+	kmm_lock(&z->lock);
+	for (;;) {
+		z->decay_thread_waits = true;
+		if (list_empty(&z->decay_list) || !kmm_tunable(KMM_TUNE_BACKGROUND)) {
+			pthread_cond_wait(&z->decay_wait, &z->lock);
+			continue;
+		}
+		struct page *oldest = list_first_entry(&z->decay_list, struct page, decay);
+		uint64_t due = oldest->freed_ms + (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
+		uint64_t now = kmm_now_ms();
+		if (now < due) {
+			struct timespec ts;
+			os_deadline_ms(&ts, (long)(due - now) + 5); /* +5: the coarse clock's tick */
+			pthread_cond_timedwait(&z->decay_wait, &z->lock, &ts);
+			continue;
+		}
+		z->decay_thread_waits = false;
+		kmm_unlock(&z->lock);
+		zone_decay(z, false);
+		kmm_lock(&z->lock);
+	}
+	return NULL;
+}
+
+static void decay_thread_maybe_start(struct zone *z)
+{
+	if (__atomic_load_n(&decay_thread_started, __ATOMIC_RELAXED) ||
+	    !kmm_tunable(KMM_TUNE_BACKGROUND))
+		return;
+	kmm_lock(&z->lock);
+	bool big = z->managed_pages * KMM_PAGE_SIZE >= BACKGROUND_MIN_BYTES;
+	kmm_unlock(&z->lock);
+	if (!big)
+		return;
+	int expected = 0;
+	if (!__atomic_compare_exchange_n(&decay_thread_started, &expected, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		return;
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t tid;
+	sigfillset(&all);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* the new thread inherits this mask */
+	if (pthread_create(&tid, &attr, decay_thread_main, z) != 0)
+		__atomic_store_n(&decay_thread_started, 0, __ATOMIC_RELAXED); /* try again later */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+}
+
 /* ---- public interface ---- */
 
 KMM_EXPORT void *kmm_alloc_pages(unsigned flags, unsigned order)
@@ -766,6 +845,15 @@ unsigned long long zone_metadata_bytes(void)
 	return n;
 }
 
+static void decay_cond_init(struct zone *z)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&z->decay_wait, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 /* ---- fork ---- */
 
 void page_fork_prepare(void)
@@ -784,6 +872,9 @@ void page_fork_parent(void)
 
 void page_fork_child(void)
 {
+	__atomic_store_n(&decay_thread_started, 0, __ATOMIC_RELAXED); /* it did not come along */
+	zone_normal.decay_thread_waits = false;
+	decay_cond_init(&zone_normal);
 	kmm_lock_init(&desc_lock);
 	kmm_lock_init(&pcp_registry_lock);
 	kmm_lock_init(&zone_normal.lock);
@@ -918,6 +1009,7 @@ KMM_EXPORT int kmm_buddy_validate(void)
 void page_alloc_init(void)
 {
 	struct zone *z = &zone_normal;
+	decay_cond_init(z);
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
 		list_init(&z->free_area[o].free_list);
 	list_init(&z->decay_list);

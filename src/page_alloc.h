@@ -104,6 +104,8 @@ struct zone {
 	struct free_area free_area[KMM_MAX_ORDER];
 	unsigned free_mask;            /* bit k: free_area[k] non-empty */
 	struct list_head decay_list;   /* free blocks >= DECAY_MIN_ORDER with resident frames */
+	pthread_cond_t decay_wait;     /* the decay thread waits here (with lock) */
+	bool decay_thread_waits;       /* it does: signal when decay_list becomes non-empty */
 	unsigned long managed_pages;   /* frames in mapped sections */
 	unsigned long free_pages;      /* frames on free_area lists */
 	unsigned long pcp_pages;       /* frames on threads' pcp lists */

@@ -8,6 +8,8 @@
  * No test waits for time to pass: a delay of 0 ms makes decay immediate, a
  * delay of an hour makes it never happen within the test.
  */
+#include <time.h>
+
 #include "common.h"
 
 /* Resident set of this process, in pages (/proc/self/statm, field 2). */
@@ -209,6 +211,44 @@ static void test_env(void)
 	printf("  tunables: malformed KMM_DECAY_MS warned about, defaults kept\n");
 }
 
+/*
+ * The background thread: an idle process gets its memory back without any
+ * further call into kmm.  This waits for a timed event, so it polls the
+ * figure with a deadline (20x the decay delay) instead of trusting one sleep.
+ */
+static void test_background(void)
+{
+	enum { N = 24 }; /* 24 x 4 MiB: past the 64 MiB at which the thread starts */
+	void *blocks[N];
+	CHECK(kmm_tune_get(KMM_TUNE_BACKGROUND) == 1, "background on by default");
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 100) == 0, "set decay 100");
+	kmm_trim();
+	for (int i = 0; i < N; i++) {
+		blocks[i] = kmm_alloc_pages(KMM_GFP_KERNEL, 10);
+		CHECK(blocks[i] != NULL, "alloc 4 MiB");
+		memset(blocks[i], 0x77, KMM_PAGE_SIZE << 10);
+	}
+	unsigned long res1 = zone_resident(), rss1 = rss_pages();
+	for (int i = 0; i < N; i++)
+		kmm_free_pages(blocks[i], 10);
+	/* No kmm call from here on but reading the figures. */
+	unsigned long res2 = zone_resident();
+	int waited_ms = 0;
+	while (res2 + N * 1024 > res1 + 64 && waited_ms < 2000) {
+		struct timespec ts = {0, 10 * 1000000};
+		nanosleep(&ts, NULL);
+		waited_ms += 10;
+		res2 = zone_resident();
+	}
+	unsigned long rss2 = rss_pages();
+	CHECK(res2 + N * 1024 <= res1 + 64, "background decay: resident %lu -> %lu after %d ms", res1,
+	      res2, waited_ms);
+	CHECK(rss2 + N * 1024 / 2 <= rss1, "background decay: RSS %lu -> %lu", rss1, rss2);
+	printf("  background: resident %lu -> %lu pages within %d ms (decay 100 ms), RSS %lu -> %lu\n",
+	       res1, res2, waited_ms, rss1, rss2);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 1000) == 0, "restore decay");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "--env-child") == 0)
@@ -220,5 +260,6 @@ int main(int argc, char **argv)
 	test_trim();
 	test_decay_zero();
 	test_kmalloc_return();
+	test_background();
 	return test_finish();
 }
