@@ -14,6 +14,7 @@ declare -A cmd_pkg=(
 	[g++]=g++
 	[clang]=clang
 	[pkg-config]=pkg-config
+	[/usr/bin/python3]=python3
 )
 # Packages found by name, not by a command: the compiler-rt sanitizer runtimes
 # that clang -fsanitize=thread needs (only a Recommends of clang's packages).
