@@ -36,24 +36,10 @@
 #include "os.h"
 #include "slab.h"
 
-#define KMALLOC_SHIFT_SMALL 6 /* classes <= 64 are listed by hand */
-
-static struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
+struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
+uint8_t kmalloc_small_index[1024 / 16 + 1];
 static size_t kmalloc_class_size[NR_KMALLOC_CLASSES];
 static char kmalloc_names[NR_KMALLOC_CLASSES][32];
-
-/* Class index for 1 <= size <= 64, by (size - 1) / 8. */
-static const uint8_t small_index[8] = {0, 1, 2, 2, 3, 3, 4, 4};
-
-/* Class index of @size (1 .. KMM_KMALLOC_MAX_CACHE_SIZE). */
-static always_inline unsigned kmalloc_index(size_t size)
-{
-	if (size <= 64)
-		return small_index[(size - 1) >> 3];
-	unsigned b = ilog2_ul(size - 1); /* size in (2^b, 2^(b+1)] */
-	unsigned k = (unsigned)((size - 1) >> (b - 2)) - 3; /* quarter 1..4 */
-	return 5 + (b - KMALLOC_SHIFT_SMALL) * 4 + (k - 1);
-}
 
 /* A block mapped from the OS on its own. */
 struct huge_block {
@@ -77,6 +63,12 @@ void kmalloc_init(void)
 	for (size_t base = 64; i < NR_KMALLOC_CLASSES; base *= 2)
 		for (unsigned q = 5; q <= 8 && i < NR_KMALLOC_CLASSES; q++)
 			kmalloc_class_size[i++] = base * q / 4;
+	/* The lookup table: smallest class >= 16 * j (j = 0 maps like 16). */
+	for (unsigned j = 0, c = 1; j <= 1024 / 16; j++) {
+		while (kmalloc_class_size[c] < MAX(16u * j, 16u))
+			c++;
+		kmalloc_small_index[j] = (uint8_t)c;
+	}
 	for (i = 0; i < NR_KMALLOC_CLASSES; i++) {
 		size_t sz = kmalloc_class_size[i];
 		if (sz >= 1024 && sz % 1024 == 0)

@@ -8,9 +8,29 @@
 #define KMM_KMALLOC_INTERNAL_H
 
 #include "internal.h"
+#include "slab.h"
 
 #define NR_KMALLOC_CLASSES 41
 #define KMALLOC_MAX_PAGES_SIZE (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
+
+/* The size-class caches; cache ids equal class indexes. */
+extern struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
+
+/* Class index of sizes 1..1024 by (size + 15) / 16 (filled by kmalloc_init). */
+extern uint8_t kmalloc_small_index[1024 / 16 + 1];
+
+/* Class index of @size (1 .. KMM_KMALLOC_MAX_CACHE_SIZE). */
+static always_inline unsigned kmalloc_index(size_t size)
+{
+	if (size <= 1024) {
+		if (unlikely(size <= 8))
+			return 0; /* kmalloc-8: (size + 15) / 16 cannot tell 8 from 16 */
+		return kmalloc_small_index[(size + 15) >> 4];
+	}
+	unsigned b = ilog2_ul(size - 1);                    /* size in (2^b, 2^(b+1)] */
+	unsigned k = (unsigned)((size - 1) >> (b - 2)) - 3; /* quarter 1..4 */
+	return 5 + (b - 6) * 4 + (k - 1);
+}
 
 /* Allocate @size (> 0) bytes aligned to @align (a power of two; 0 or <= 16: default). */
 void *kmalloc_core(size_t size, size_t align, unsigned flags);

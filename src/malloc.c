@@ -32,14 +32,22 @@
 
 #include "kmalloc.h"
 #include "page_alloc.h"
+#include "slab.h"
 #include "stats.h"
 
 #define MALLOC_FLAGS KMM_GFP_KERNEL
+/*
+ * malloc never uses kmalloc-8: every block is at least 16 bytes, so every
+ * result is 16-byte aligned (as glibc's) and every free slot of a class it
+ * uses carries the double-free canary.
+ */
+#define MALLOC_MIN_SIZE 16
+#define MALLOC_MIN_CLASS 1
 
 static always_inline void *do_malloc(size_t size)
 {
 	kmm_ensure_init();
-	void *p = kmalloc_core(size ? size : 1, 0, MALLOC_FLAGS);
+	void *p = kmalloc_core(MAX(size, MALLOC_MIN_SIZE), 0, MALLOC_FLAGS);
 	if (unlikely(stats_enabled) && p)
 		stats_alloc(p);
 	return p;
@@ -57,7 +65,7 @@ static always_inline void do_free(void *p, const char *fn)
 static void *do_aligned(size_t align, size_t size)
 {
 	kmm_ensure_init();
-	void *p = kmalloc_core(size ? size : 1, align, MALLOC_FLAGS);
+	void *p = kmalloc_core(MAX(size, MALLOC_MIN_SIZE), align, MALLOC_FLAGS);
 	if (unlikely(stats_enabled) && p)
 		stats_alloc(p);
 	return p;
@@ -71,7 +79,7 @@ static void *do_calloc(size_t n, size_t size)
 		return NULL;
 	}
 	kmm_ensure_init();
-	void *p = kmalloc_core(bytes ? bytes : 1, 0, MALLOC_FLAGS | KMM_GFP_ZERO);
+	void *p = kmalloc_core(MAX(bytes, MALLOC_MIN_SIZE), 0, MALLOC_FLAGS | KMM_GFP_ZERO);
 	if (unlikely(stats_enabled) && p)
 		stats_alloc(p);
 	return p;
@@ -87,14 +95,59 @@ static void *do_realloc(void *p, size_t size, const char *fn)
 	}
 	if (unlikely(stats_enabled))
 		stats_free(p, fn);
-	void *q = krealloc_checked(p, size, MALLOC_FLAGS, fn);
+	void *q = krealloc_checked(p, MAX(size, MALLOC_MIN_SIZE), MALLOC_FLAGS, fn);
 	if (unlikely(stats_enabled))
 		stats_alloc(q ? q : p);
 	return q;
 }
 
-KMM_EXPORT void *malloc(size_t size) { return do_malloc(size); }
-KMM_EXPORT void free(void *p) { do_free(p, "free"); }
+/*
+ * The fast paths.  malloc: the size's class, the thread's slot for it
+ * (kmalloc caches live in the inline first chunk of slots), pop.  free: the
+ * pagemap entry, the frame's descriptor, its slab, the slot-start check, and
+ * a push if the slab is the thread's active one.  No lock, no atomic, every
+ * check kept; anything else goes to the general paths above.
+ */
+static noinline void *malloc_slow(size_t size) { return do_malloc(size); }
+
+KMM_EXPORT void *malloc(size_t size)
+{
+	struct slab_thread *t = slab_tls;
+	if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE && t != NULL && !stats_enabled)) {
+		unsigned idx = size <= MALLOC_MIN_SIZE ? MALLOC_MIN_CLASS : kmalloc_index(size);
+		void *obj = slab_cpu_pop(&kmalloc_caches[idx], &t->first[idx]);
+		if (likely(obj != NULL))
+			return obj;
+	}
+	return malloc_slow(size);
+}
+
+static noinline void free_slow(void *p) { do_free(p, "free"); }
+
+KMM_EXPORT void free(void *p)
+{
+	uintptr_t e = pagemap_lookup(p);
+	struct slab_thread *t = slab_tls;
+	if (likely(pagemap_kind(e) == PAGEMAP_SECTION && t != NULL && !stats_enabled)) {
+		struct mem_section *ms = pagemap_ptr(e);
+		unsigned flags;
+		struct page *slab = compound_head_flags(
+			&ms->mem_map[((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1)], &flags);
+		if (likely(flags & PG_slab)) {
+			struct kmm_cache *s = slab->slab_cache;
+			check_object(s, slab, p, "free");
+			/* kmalloc caches' slots are in the inline first chunk. */
+			struct kmem_cache_cpu *c =
+				likely(s->id < SLOTS_PER_CHUNK) ? &t->first[s->id] : cpu_slot(t, s->id);
+			if (likely(c != NULL) && slab_cpu_push(s, c, slab, p, "free"))
+				return;
+			slab_free_slow(s, slab, p, "free");
+			return;
+		}
+	}
+	free_slow(p);
+}
+
 KMM_EXPORT void cfree(void *p) { do_free(p, "cfree"); }
 KMM_EXPORT void *calloc(size_t n, size_t size) { return do_calloc(n, size); }
 KMM_EXPORT void *realloc(void *p, size_t size) { return do_realloc(p, size, "realloc"); }

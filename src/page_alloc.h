@@ -173,6 +173,18 @@ static always_inline struct page *compound_head(struct page *page)
 	return (page_flags(page) & PG_tail) ? page->head : page;
 }
 
+/* The head of @page's block and the head's flags, reading each flags word once. */
+static always_inline struct page *compound_head_flags(struct page *page, unsigned *flags)
+{
+	unsigned f = page_flags(page);
+	if (f & PG_tail) {
+		page = page->head;
+		f = page_flags(page);
+	}
+	*flags = f;
+	return page;
+}
+
 /*
  * Allocate a block of 2^order pages; the head comes back with PG_head and
  * ->order set.  NULL with errno set (EINVAL, ENOMEM).  KMM_GFP_ZERO honoured.

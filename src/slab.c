@@ -84,38 +84,11 @@ static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t ne
 					   __ATOMIC_ACQUIRE);
 }
 
-static always_inline void *get_freepointer(const struct kmm_cache *s, void *obj)
-{
-	return *(void **)((char *)obj + s->offset);
-}
-static always_inline void set_freepointer(const struct kmm_cache *s, void *obj, void *next)
-{
-	*(void **)((char *)obj + s->offset) = next;
-}
 
-/*
- * Double-free detection.  A free object of a cache without constructor
- * (whose free pointer is at offset 0) and of at least 16 bytes carries, in
- * its second word, a canary: a per-process secret xor the object's address.
- * Allocation clears it; a free that finds it set is a double free (an
- * object freed while it sits on a free list), caught at the cost of one load
- * and one store.  A false alarm needs user data equal to a secret 64-bit
- * value, and a use-after-free write that clobbers the canary only hides the
- * next double free, it never causes a false one.  Objects at the head of a
- * freelist are also caught in every cache (obj == freelist head).
- */
-static uintptr_t free_magic;
 
-static always_inline uintptr_t *canary_word(void *obj) { return (uintptr_t *)obj + 1; }
-static always_inline uintptr_t canary_of(const void *obj) { return free_magic ^ (uintptr_t)obj; }
-
-static always_inline void canary_on_free(const struct kmm_cache *s, void *obj, const char *fn)
-{
-	if (s->canary) {
-		KMM_CHECK(*canary_word(obj) != canary_of(obj), fn, "double free %p", obj);
-		*canary_word(obj) = canary_of(obj);
-	}
-}
+/* Definitions of what slab.h declares for the inline fast paths. */
+uintptr_t free_magic;
+__thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
 
 /* ---- caches and threads ---- */
 
@@ -128,25 +101,6 @@ static uint64_t cache_ids[SLAB_MAX_CACHES / 64];
 /* The cache that struct kmm_cache objects come from (bootstrapped statically). */
 static struct kmm_cache kmem_cache_cache;
 
-#define SLOTS_PER_CHUNK 128
-#define SLAB_CHUNKS (SLAB_MAX_CACHES / SLOTS_PER_CHUNK)
-
-/*
- * A thread's slab state: kmem_cache_cpu slots indexed by cache id, in chunks
- * of 128 made on first use (chunk 0, which holds the static caches, is
- * inline).  Chunk pointers are published with release stores because
- * kmm_cache_destroy() reads them from other threads.
- */
-struct slab_thread {
-	struct kmem_cache_cpu *chunk[SLAB_CHUNKS];
-	struct list_head registry; /* slab_threads (slab_threads_lock) */
-	struct kmem_cache_cpu first[SLOTS_PER_CHUNK];
-};
-#define SLAB_THREAD_ORDER 1
-_Static_assert(sizeof(struct slab_thread) <= (KMM_PAGE_SIZE << SLAB_THREAD_ORDER), "slab_thread");
-_Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE, "chunk");
-
-static __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
 /*
  * Set when the thread's exit hook has run.  Code that runs later in the
  * thread (other TLS destructors, glibc's final frees) must not build a new
@@ -157,12 +111,6 @@ static __thread bool slab_exited __attribute__((tls_model("initial-exec")));
 static kmm_lock_t slab_threads_lock = KMM_LOCK_INIT;
 static struct list_head slab_threads = {&slab_threads, &slab_threads};
 
-static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsigned id)
-{
-	struct kmem_cache_cpu *chunk =
-		__atomic_load_n(&t->chunk[id / SLOTS_PER_CHUNK], __ATOMIC_ACQUIRE);
-	return chunk ? &chunk[id % SLOTS_PER_CHUNK] : NULL;
-}
 
 /*
  * The calling thread's slot for cache @id, made on demand with @flags; NULL
@@ -466,11 +414,8 @@ void *slab_alloc(struct kmm_cache *s, unsigned flags)
 	if (likely(t)) {
 		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
 		if (likely(c)) {
-			void *obj = c->freelist;
+			void *obj = slab_cpu_pop(s, c);
 			if (likely(obj)) {
-				c->freelist = get_freepointer(s, obj);
-				if (s->canary)
-					*canary_word(obj) = 0;
 				if (unlikely(flags & KMM_GFP_ZERO))
 					memset(obj, 0, s->object_size);
 				return obj;
@@ -489,8 +434,7 @@ static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struc
 }
 
 /* A free that is not to the thread's active slab (the kernel's __slab_free). */
-static noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj,
-				    const char *fn)
+noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
 {
 	struct slab_thread *t = slab_tls;
 	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
@@ -554,25 +498,10 @@ static always_inline void slab_free(struct kmm_cache *s, struct page *slab, void
 	struct slab_thread *t = slab_tls;
 	if (likely(t)) {
 		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
-		if (likely(c && c->slab == slab)) {
-			KMM_CHECK(obj != c->freelist, fn, "double free %p", obj);
-			canary_on_free(s, obj, fn);
-			set_freepointer(s, obj, c->freelist);
-			c->freelist = obj;
+		if (likely(c) && slab_cpu_push(s, c, slab, obj, fn))
 			return;
-		}
 	}
 	slab_free_slow(s, slab, obj, fn);
-}
-
-/* Index of @obj in @slab, checked: aborts unless obj is the start of a slot. */
-static always_inline void check_object(const struct kmm_cache *s, struct page *slab,
-				       const void *obj, const char *fn)
-{
-	size_t off = (size_t)((const char *)obj - (const char *)page_to_virt(slab));
-	size_t idx = (size_t)(((uint64_t)off * s->reciprocal) >> 44);
-	KMM_CHECK(idx * s->size == off && idx < s->objects, fn,
-		  "invalid pointer %p (not the start of an object of cache %s)", obj, s->name);
 }
 
 void slab_check_object(const struct kmm_cache *s, struct page *slab, const void *obj,
@@ -639,6 +568,7 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->order = order;
 	s->objects = (unsigned)objects;
 	s->reciprocal = (1ull << 44) / sz + 1;
+	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	s->cpu_partial_slabs = MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
