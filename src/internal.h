@@ -24,6 +24,8 @@
 #include <kmm.h>
 
 #define KMM_EXPORT __attribute__((visibility("default")))
+/* On extern declarations of internal data: reached directly, not through the GOT. */
+#define KMM_HIDDEN __attribute__((visibility("hidden")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 #define noinline __attribute__((noinline))
@@ -121,7 +123,7 @@ uint64_t kmm_now_ms(void);
 
 /* One-time initialisation of every layer; cheap after the first call. */
 void kmm_init(void);
-extern int kmm_initialized;
+extern KMM_HIDDEN int kmm_initialized;
 static always_inline void kmm_ensure_init(void)
 {
 	if (unlikely(!__atomic_load_n(&kmm_initialized, __ATOMIC_ACQUIRE)))
@@ -129,7 +131,7 @@ static always_inline void kmm_ensure_init(void)
 }
 
 /* Tunables (options.c); read without locks, written rarely. */
-extern long kmm_tunables[KMM_TUNE_NR];
+extern KMM_HIDDEN long kmm_tunables[KMM_TUNE_NR];
 static inline long kmm_tunable(enum kmm_tunable t)
 {
 	return __atomic_load_n(&kmm_tunables[t], __ATOMIC_RELAXED);

@@ -79,6 +79,8 @@ void kmalloc_init(void)
 		if (slab_cache_setup(&kmalloc_caches[i], kmalloc_names[i], sz, align, 0, NULL, i) != 0)
 			kmm_fatal("kmalloc_init", "cannot set up %s", kmalloc_names[i]);
 		kmalloc_caches[i].is_kmalloc = true;
+		if (i > 0 && (kmalloc_caches[i].offset != 0 || !kmalloc_caches[i].canary))
+			kmm_fatal("kmalloc_init", "%s: layout kmalloc_cpu_pop() relies on", kmalloc_names[i]);
 	}
 	slab_cache_setup(&huge_block_cache, "kmalloc-huge-desc", sizeof(struct huge_block), 0, 0,
 			 NULL, HUGE_CACHE_ID);

@@ -14,10 +14,10 @@
 #define KMALLOC_MAX_PAGES_SIZE (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
 
 /* The size-class caches; cache ids equal class indexes. */
-extern struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
+extern KMM_HIDDEN struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
 
 /* Class index of sizes 1..1024 by (size + 15) / 16 (filled by kmalloc_init). */
-extern uint8_t kmalloc_small_index[1024 / 16 + 1];
+extern KMM_HIDDEN uint8_t kmalloc_small_index[1024 / 16 + 1];
 
 /* Class index of @size (1 .. KMM_KMALLOC_MAX_CACHE_SIZE). */
 static always_inline unsigned kmalloc_index(size_t size)
@@ -30,6 +30,21 @@ static always_inline unsigned kmalloc_index(size_t size)
 	unsigned b = ilog2_ul(size - 1);                    /* size in (2^b, 2^(b+1)] */
 	unsigned k = (unsigned)((size - 1) >> (b - 2)) - 3; /* quarter 1..4 */
 	return 5 + (b - 6) * 4 + (k - 1);
+}
+
+/*
+ * The pop for a kmalloc class of 16 bytes or more: such caches have their
+ * free pointer at offset 0 and a canary (checked in kmalloc_init), so the
+ * cache itself need not be read.
+ */
+static always_inline void *kmalloc_cpu_pop(struct kmem_cache_cpu *c)
+{
+	void **obj = c->freelist;
+	if (likely(obj != NULL)) {
+		c->freelist = obj[0];
+		obj[1] = NULL; /* the canary word */
+	}
+	return obj;
 }
 
 /* Allocate @size (> 0) bytes aligned to @align (a power of two; 0 or <= 16: default). */

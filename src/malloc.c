@@ -115,7 +115,7 @@ KMM_EXPORT void *malloc(size_t size)
 	struct slab_thread *t = slab_tls;
 	if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE && t != NULL && !stats_enabled)) {
 		unsigned idx = size <= MALLOC_MIN_SIZE ? MALLOC_MIN_CLASS : kmalloc_index(size);
-		void *obj = slab_cpu_pop(&kmalloc_caches[idx], &t->first[idx]);
+		void *obj = kmalloc_cpu_pop(&t->first[idx]);
 		if (likely(obj != NULL))
 			return obj;
 	}

@@ -138,7 +138,7 @@ static always_inline void set_page_flags(struct page *p, unsigned flags)
 }
 
 /* The zone behind kmm_alloc_pages() and every layer above. */
-extern struct zone zone_normal;
+extern KMM_HIDDEN struct zone zone_normal;
 
 static always_inline struct mem_section *page_section(const struct page *page)
 {

@@ -31,7 +31,7 @@
 enum pagemap_kind { PAGEMAP_NONE = 0, PAGEMAP_SECTION = 1, PAGEMAP_HUGE = 2 };
 #define PAGEMAP_KIND_MASK 3ul
 
-extern uintptr_t *pagemap_root[PAGEMAP_ROOT_ENTRIES];
+extern KMM_HIDDEN uintptr_t *pagemap_root[PAGEMAP_ROOT_ENTRIES];
 
 /* The tagged entry for @addr, or 0 if kmm owns nothing there.  No lock. */
 static always_inline uintptr_t pagemap_lookup(const void *addr)

@@ -77,7 +77,7 @@ static always_inline void set_freepointer(const struct kmm_cache *s, void *obj, 
  * freelist are also caught in every cache (obj == freelist head).
  */
 
-extern uintptr_t free_magic;
+extern KMM_HIDDEN uintptr_t free_magic;
 
 static always_inline uintptr_t *canary_word(void *obj) { return (uintptr_t *)obj + 1; }
 static always_inline uintptr_t canary_of(const void *obj) { return free_magic ^ (uintptr_t)obj; }
@@ -109,7 +109,8 @@ _Static_assert(sizeof(struct slab_thread) <= (KMM_PAGE_SIZE << SLAB_THREAD_ORDER
 _Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE, "chunk");
 
 /* The calling thread's slab state (NULL until its first slab allocation). */
-extern __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
+extern KMM_HIDDEN __thread struct slab_thread *slab_tls
+	__attribute__((tls_model("initial-exec")));
 
 static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsigned id)
 {

@@ -8,7 +8,7 @@
 
 #include "internal.h"
 
-extern bool stats_enabled;
+extern KMM_HIDDEN bool stats_enabled;
 /* Count a block just handed out / about to be freed (checked pointer). */
 void stats_alloc(void *p);
 void stats_free(void *p, const char *fn);
