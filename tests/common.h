@@ -17,7 +17,8 @@
  *   pages_in_use()          managed - free - pcp pages after kmm_drain_local().
  *
  * Tests use only <kmm.h>, libc and pthreads.  Everything here is static so
- * that each test is one translation unit of its own.
+ * that each test is one translation unit of its own.  It compiles as C++
+ * too (for malloc/test_cxx.cc), hence the casts from void *.
  */
 #ifndef KMM_TESTS_COMMON_H
 #define KMM_TESTS_COMMON_H
@@ -177,6 +178,12 @@ static inline uint64_t test_init(const char *name, uint64_t default_seed)
 
 	test_name = name;
 	test_seed = s && *s ? strtoull(s, NULL, 0) : default_seed;
+	/*
+	 * No background decay thread: while it decommits a block, the block is
+	 * neither free nor in use, and tests compare exact page counts.  The
+	 * tests of the thread itself turn it back on.
+	 */
+	kmm_tune_set(KMM_TUNE_BACKGROUND, 0);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("%s: seed 0x%016" PRIx64 " (KMM_TEST_SEED overrides), scale %lu (KMM_TEST_SCALE)\n",
 	       name, test_seed, test_scale());
@@ -197,7 +204,7 @@ static inline int test_finish(void)
 /* Fill @n bytes at @p with a pattern that depends on @seed and the offset. */
 static inline void fill_pattern(void *p, size_t n, uint64_t seed)
 {
-	unsigned char *b = p;
+	unsigned char *b = (unsigned char *)p;
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
 		uint64_t v = seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull);
@@ -212,7 +219,7 @@ static inline void fill_pattern(void *p, size_t n, uint64_t seed)
 /* Offset of the first byte that does not match fill_pattern(), or -1. */
 static inline long check_pattern(const void *p, size_t n, uint64_t seed)
 {
-	const unsigned char *b = p;
+	const unsigned char *b = (const unsigned char *)p;
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
 		uint64_t v = seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull), got;
@@ -231,7 +238,7 @@ static inline long check_pattern(const void *p, size_t n, uint64_t seed)
 /* True when @n bytes at @p are all zero. */
 static inline int is_zero(const void *p, size_t n)
 {
-	const unsigned char *b = p;
+	const unsigned char *b = (const unsigned char *)p;
 	for (size_t i = 0; i < n; i++)
 		if (b[i])
 			return 0;
@@ -306,13 +313,13 @@ static inline char *run_in_child(void (*fn)(void *), void *arg, int *wstatus)
 		_exit(0);
 	}
 	close(fds[1]);
-	buf = malloc(cap);
+	buf = (char *)malloc(cap);
 	CHECK(buf != NULL, "out of memory");
 	for (;;) {
 		ssize_t n;
 		if (cap - len < 1024) {
 			cap *= 2;
-			buf = realloc(buf, cap);
+			buf = (char *)realloc(buf, cap);
 			CHECK(buf != NULL, "out of memory");
 		}
 		n = read(fds[0], buf + len, cap - len - 1);
@@ -392,7 +399,7 @@ static inline char *stderr_capture_end(struct stderr_capture *c)
 	n = ftell(c->file);
 	CHECK(n >= 0, "ftell: %s", strerror(errno));
 	rewind(c->file);
-	text = malloc((size_t)n + 1);
+	text = (char *)malloc((size_t)n + 1);
 	CHECK(text != NULL, "out of memory");
 	text[fread(text, 1, (size_t)n, c->file)] = '\0';
 	fclose(c->file);

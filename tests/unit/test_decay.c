@@ -183,8 +183,8 @@ static int env_child_main(void)
 	if (!p)
 		return 3;
 	kmm_kfree(p);
-	fprintf(stderr, "decay=%ld pcp_high=%ld\n", kmm_tune_get(KMM_TUNE_DECAY_MS),
-		kmm_tune_get(KMM_TUNE_PCP_HIGH));
+	fprintf(stderr, "decay=%ld pcp_high=%ld background=%ld\n", kmm_tune_get(KMM_TUNE_DECAY_MS),
+		kmm_tune_get(KMM_TUNE_PCP_HIGH), kmm_tune_get(KMM_TUNE_BACKGROUND));
 	return 0;
 }
 
@@ -197,11 +197,13 @@ static void test_env(void)
 	      describe_status(st, how, sizeof(how)), err);
 	CHECK(strstr(err, "kmm:") && strstr(err, "KMM_DECAY_MS") && strstr(err, "12abc"),
 	      "no warning for a malformed value: %s", err);
-	CHECK(strstr(err, "decay=1000 pcp_high=32"), "default kept, good value taken: %s", err);
+	CHECK(strstr(err, "decay=1000 pcp_high=32 background=1"),
+	      "defaults kept (background on), good value taken: %s", err);
 	free(err);
 	err = run_in_child(env_child, "250", &st);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "env child: %s", err);
-	CHECK(!strstr(err, "ignoring") && strstr(err, "decay=250 pcp_high=32"), "good values: %s", err);
+	CHECK(!strstr(err, "ignoring") && strstr(err, "decay=250 pcp_high=32 background=1"),
+	      "good values: %s", err);
 	free(err);
 
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, -1) == -1 && errno == EINVAL, "negative decay");
@@ -220,7 +222,7 @@ static void test_background(void)
 {
 	enum { N = 24 }; /* 24 x 4 MiB: past the 64 MiB at which the thread starts */
 	void *blocks[N];
-	CHECK(kmm_tune_get(KMM_TUNE_BACKGROUND) == 1, "background on by default");
+	CHECK(kmm_tune_set(KMM_TUNE_BACKGROUND, 1) == 0, "background on (test_init turns it off)");
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 100) == 0, "set decay 100");
 	kmm_trim();
 	for (int i = 0; i < N; i++) {
