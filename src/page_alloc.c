@@ -55,6 +55,7 @@
 #include "thread.h"
 
 struct zone zone_normal = {
+	.decay_lock = KMM_LOCK_INIT,
 	.lock = KMM_LOCK_INIT,
 	.name = "Normal",
 	.node = 0,
@@ -628,6 +629,10 @@ unsigned long zone_decay(struct zone *z, bool force)
 	struct page *batch[DECAY_BATCH];
 	struct mem_section *dead[DECAY_BATCH];
 	unsigned ndead = 0;
+	if (force)
+		kmm_lock(&z->decay_lock);
+	else if (pthread_mutex_trylock(&z->decay_lock) != 0)
+		return 0; /* someone is decaying already (or a fork is under way) */
 	kmm_lock(&z->lock);
 	uint64_t now = kmm_now_ms();
 	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
@@ -689,6 +694,7 @@ unsigned long zone_decay(struct zone *z, bool force)
 		}
 	}
 	kmm_unlock(&z->lock);
+	kmm_unlock(&z->decay_lock);
 	return given;
 }
 
@@ -858,6 +864,7 @@ static void decay_cond_init(struct zone *z)
 
 void page_fork_prepare(void)
 {
+	kmm_lock(&zone_normal.decay_lock);
 	kmm_lock(&zone_normal.lock);
 	kmm_lock(&pcp_registry_lock);
 	kmm_lock(&desc_lock);
@@ -868,6 +875,7 @@ void page_fork_parent(void)
 	kmm_unlock(&desc_lock);
 	kmm_unlock(&pcp_registry_lock);
 	kmm_unlock(&zone_normal.lock);
+	kmm_unlock(&zone_normal.decay_lock);
 }
 
 void page_fork_child(void)
@@ -878,6 +886,7 @@ void page_fork_child(void)
 	kmm_lock_init(&desc_lock);
 	kmm_lock_init(&pcp_registry_lock);
 	kmm_lock_init(&zone_normal.lock);
+	kmm_lock_init(&zone_normal.decay_lock);
 }
 
 /* The child's other threads are gone; their pcp lists (in their TLS, still mapped) come back. */
@@ -957,7 +966,8 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 	for (unsigned s = 0; s < z->section_hwm; s++) {
 		struct mem_section *ms = z->section[s];
 		/* A whole section isolated for release is unpublished until it goes. */
-		if (!ms || (page_flags(&ms->mem_map[0]) & PG_isolated))
+		if (!ms || ((page_flags(&ms->mem_map[0]) & PG_isolated) &&
+			    ms->mem_map[0].order == KMM_MAX_ORDER - 1))
 			continue;
 		if (ms->zone != z || ms->start_pfn != (unsigned long)s * KMM_SECTION_PAGES ||
 		    pagemap_ptr(pagemap_lookup((void *)ms->vaddr)) != ms)

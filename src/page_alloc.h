@@ -98,6 +98,13 @@ struct free_area {
  * say so.
  */
 struct zone {
+	/*
+	 * Held by zone_decay() for its whole run, including the window where
+	 * blocks are isolated with the zone lock dropped, so that fork never
+	 * copies a half-done decay into a child with nobody to finish it.
+	 * Taken before the zone lock; slow paths only try it.
+	 */
+	kmm_lock_t decay_lock;
 	kmm_lock_t lock;
 	const char *name;
 	int node;
