@@ -21,7 +21,8 @@
  *
  * Above 4 MiB: a mapping of its own from the OS, 4 MiB aligned, registered
  * in the pagemap so that kfree() and ksize() find it in O(1).  Waste: under
- * one page.  Resizing such a block moves its pages with mremap, never copies.
+ * one page.  Resizing such a block moves its pages with mremap instead of
+ * copying them (only a shrink that mremap cannot do in place copies).
  *
  * Aligned allocation: an alignment up to the page size is served by the
  * smallest class that is a multiple of it (slabs start page aligned, so

@@ -6,7 +6,7 @@
  * allocators.
  *
  * Semantics follow glibc where C and POSIX leave a choice:
- *   malloc(0)         a unique minimal block (8 usable bytes), not NULL.
+ *   malloc(0)         a unique minimal block (16 usable bytes), not NULL.
  *   realloc(p, 0)     frees p and returns NULL (glibc's behaviour).
  *   realloc(NULL, n)  malloc(n).
  *   calloc overflow   NULL, errno ENOMEM.
@@ -15,13 +15,13 @@
  *                     multiple of sizeof(void *); errno is left alone.
  *   memalign          a non-power-of-two alignment is rounded up (glibc).
  *   pvalloc           size rounded up to whole pages (0 -> one page).
- * Alignment: every block is 16-byte aligned except 8-byte blocks (8).
+ * Alignment: every block is at least 16 bytes and 16-byte aligned.
  *
  * A pointer kmm never returned - a stack address, a pointer into a block, a
  * foreign pointer - passed to free(), realloc() or malloc_usable_size()
  * aborts with "kmm: free(): invalid pointer 0x...".  Double frees are caught
- * at once when the object heads a freelist, and by a canary for objects of
- * 16 bytes and more (see slab.c).
+ * at once when the object heads a freelist, and by the free-object canary
+ * (see slab.c), which every malloc block carries.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""gen_inputs.py - deterministic inputs for run_programs.sh.
+
+  gen_inputs.py sql  OUT   SQL script for sqlite3: tables, ~200k inserted rows in
+                           transactions, indexes, joins, aggregates, updates, deletes
+  gen_inputs.py c    OUT   a C program of a few thousand lines that prints checksums
+  gen_inputs.py sort OUT [MIB]
+                           MIB (default 64) MiB of random text lines to sort
+
+Every generator seeds its own random.Random, so the same command writes the
+same bytes on every machine and every run.  The inputs are made once, under
+the system allocator, before any timed run.
+"""
+import base64
+import random
+import sys
+
+
+# ---------------------------------------------------------------- sqlite3 ---
+
+def gen_sql(out):
+    rng = random.Random(7)
+    w = out.write
+    cities = ["Oslo", "Lima", "Pune", "Kyiv", "Bern", "Rome", "Nice", "Faro", "Riga", "Bonn"]
+    cats = ["tools", "books", "games", "food", "toys", "music", "garden", "office"]
+    w(".bail on\n")
+    w(".headers on\n")
+    w("PRAGMA cache_size = -32000;\n")
+    w("PRAGMA journal_mode = DELETE;\n")
+    w("CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT, "
+      "joined INTEGER);\n")
+    w("CREATE TABLE products(id INTEGER PRIMARY KEY, name TEXT, category TEXT, "
+      "price_cents INTEGER);\n")
+    w("CREATE TABLE orders(id INTEGER PRIMARY KEY, customer_id INTEGER, product_id INTEGER, "
+      "qty INTEGER, day INTEGER, note TEXT);\n")
+    w("BEGIN;\n")
+    for i in range(1, 10_001):
+        w("INSERT INTO customers VALUES(%d,'cust-%05d-%s','%s',%d);\n"
+          % (i, i, "".join(rng.choice("abcdefghij") for _ in range(6)),
+             rng.choice(cities), 18000 + rng.randrange(1500)))
+    for i in range(1, 2_001):
+        w("INSERT INTO products VALUES(%d,'prod-%04d','%s',%d);\n"
+          % (i, i, rng.choice(cats), rng.randrange(100, 100_000)))
+    w("COMMIT;\n")
+    n_orders = 200_000
+    for i in range(1, n_orders + 1):
+        if i % 20_000 == 1:
+            w("BEGIN;\n")
+        note = "'" + "n" * rng.randrange(0, 60) + "'" if rng.random() < 0.7 else "NULL"
+        w("INSERT INTO orders(customer_id,product_id,qty,day,note) VALUES(%d,%d,%d,%d,%s);\n"
+          % (rng.randrange(1, 10_001), rng.randrange(1, 2_001), rng.randrange(1, 20),
+             19000 + rng.randrange(365), note))
+        if i % 20_000 == 0:
+            w("COMMIT;\n")
+    w("""CREATE INDEX orders_customer ON orders(customer_id);
+CREATE INDEX orders_product ON orders(product_id, day);
+CREATE INDEX customers_city ON customers(city);
+SELECT count(*) AS orders, sum(qty) AS qty, count(note) AS notes FROM orders;
+SELECT c.city, count(*) AS n, sum(o.qty * p.price_cents) AS revenue
+  FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id
+  GROUP BY c.city ORDER BY revenue DESC, c.city;
+SELECT p.category, count(DISTINCT o.customer_id) AS buyers, max(o.qty) AS max_qty,
+       printf('%.2f', avg(p.price_cents) / 100.0) AS avg_price
+  FROM orders o JOIN products p ON p.id = o.product_id
+  GROUP BY p.category ORDER BY p.category;
+SELECT c.name, sum(o.qty) AS total FROM customers c JOIN orders o ON o.customer_id = c.id
+  GROUP BY c.id ORDER BY total DESC, c.id LIMIT 10;
+WITH monthly AS (SELECT (day - 19000) / 30 AS month, sum(qty) AS q FROM orders GROUP BY month)
+SELECT month, q, sum(q) OVER (ORDER BY month) AS running FROM monthly ORDER BY month;
+BEGIN;
+UPDATE orders SET qty = qty + 1, note = coalesce(note, '') || '-upd' WHERE day % 7 = 0;
+DELETE FROM orders WHERE customer_id % 13 = 0;
+UPDATE products SET price_cents = price_cents * 11 / 10 WHERE category IN ('books', 'toys');
+DELETE FROM customers WHERE id NOT IN (SELECT customer_id FROM orders);
+COMMIT;
+SELECT count(*) AS orders, sum(qty) AS qty, sum(length(note)) AS note_bytes FROM orders;
+SELECT count(*) AS customers FROM customers;
+SELECT product_id, group_concat(DISTINCT qty) AS qtys FROM
+  (SELECT product_id, qty FROM orders WHERE product_id <= 5 ORDER BY product_id, qty)
+  GROUP BY product_id ORDER BY product_id;
+SELECT o.day, count(*) AS n,
+       json_group_array(DISTINCT c.city) AS cities
+  FROM orders o JOIN customers c ON c.id = o.customer_id
+  WHERE o.day BETWEEN 19100 AND 19104 GROUP BY o.day ORDER BY o.day;
+CREATE TABLE summary AS
+  SELECT customer_id, count(*) AS n, sum(qty) AS q, min(day) AS first, max(day) AS last
+  FROM orders GROUP BY customer_id;
+SELECT count(*), sum(n), sum(q), min(first), max(last) FROM summary;
+SELECT sum(customer_id * 31 + n * 17 + q) AS checksum FROM summary;
+WITH RECURSIVE fib(i, a, b) AS (SELECT 1, 0, 1 UNION ALL SELECT i + 1, b, a + b FROM fib
+  WHERE i < 80)
+SELECT i, a FROM fib WHERE i % 10 = 0;
+VACUUM;
+PRAGMA integrity_check;
+""")
+
+
+# -------------------------------------------------------------------- gcc ---
+
+def gen_c(out):
+    rng = random.Random(11)
+    w = out.write
+    nfuncs = 240
+    w("/* generated by gen_inputs.py c: deterministic, no undefined behaviour */\n")
+    w("#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n\n")
+    w("struct item { uint32_t key; uint32_t val; char name[24]; struct item *next; };\n\n")
+    w("""static uint64_t mix(uint64_t h, uint64_t v)
+{
+	h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+	return h;
+}
+
+static struct item *table[1024];
+
+static void put(uint32_t key, uint32_t val)
+{
+	struct item **pp = &table[key & 1023];
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->key == key) {
+			(*pp)->val += val;
+			return;
+		}
+	struct item *it = calloc(1, sizeof(*it));
+	if (!it)
+		exit(2);
+	it->key = key;
+	it->val = val;
+	snprintf(it->name, sizeof(it->name), "k%u", key);
+	*pp = it;
+}
+
+static uint64_t table_sum(void)
+{
+	uint64_t h = 0;
+	for (int i = 0; i < 1024; i++)
+		for (struct item *it = table[i]; it; it = it->next)
+			h = mix(h, it->key * 31u + it->val + (uint64_t)strlen(it->name));
+	return h;
+}
+
+static void table_free(void)
+{
+	for (int i = 0; i < 1024; i++) {
+		struct item *it = table[i];
+		while (it) {
+			struct item *next = it->next;
+			free(it);
+			it = next;
+		}
+		table[i] = NULL;
+	}
+}
+
+""")
+    for f in range(nfuncs):
+        kind = f % 4
+        a, b, c = rng.randrange(3, 97), rng.randrange(1, 1 << 16), rng.randrange(2, 9)
+        w("static uint64_t f%d(uint64_t x)\n{\n" % f)
+        if kind == 0:
+            # a big switch in a loop
+            n = rng.randrange(12, 30)
+            w("\tuint64_t h = x;\n\tfor (uint32_t i = 0; i < %d; i++) {\n" % (200 + f))
+            w("\t\tswitch ((h + i) %% %d) {\n" % n)
+            for k in range(n):
+                w("\t\tcase %d: h = h * %du + %du; break;\n"
+                  % (k, rng.randrange(3, 1000) | 1, rng.randrange(1, 1 << 20)))
+            w("\t\tdefault: h ^= h >> 7; break;\n\t\t}\n\t\th ^= h >> %d;\n\t}\n" % c)
+            w("\treturn h;\n")
+        elif kind == 1:
+            # arrays and nested loops
+            w("\tuint32_t v[%d];\n" % (16 + f % 48))
+            w("\tfor (unsigned i = 0; i < sizeof(v) / sizeof(v[0]); i++)\n"
+              "\t\tv[i] = (uint32_t)(x * %du + i * %du);\n" % (a, b))
+            w("\tuint64_t h = 0;\n\tfor (unsigned r = 0; r < %d; r++)\n" % (c + 3))
+            w("\t\tfor (unsigned i = 1; i < sizeof(v) / sizeof(v[0]); i++) {\n"
+              "\t\t\tv[i] += v[i - 1] ^ (v[i] >> %d);\n"
+              "\t\t\th = mix(h, v[i]);\n\t\t}\n" % (1 + f % 13))
+            w("\treturn h;\n")
+        elif kind == 2:
+            # strings and the hash table (malloc/free in the generated program too)
+            w("\tchar buf[128];\n\tuint64_t h = 0;\n")
+            w("\tfor (int i = 0; i < %d; i++) {\n" % (50 + f))
+            w("\t\tint n = snprintf(buf, sizeof(buf), \"%%d-%%llu-f%d\", i, "
+              "(unsigned long long)(x %% %du));\n" % (f, b))
+            w("\t\tfor (int j = 0; j < n; j++)\n\t\t\th = mix(h, (unsigned char)buf[j]);\n")
+            w("\t\tput((uint32_t)(h %% %du), (uint32_t)i);\n\t}\n" % (5000 + f))
+            w("\treturn h ^ table_sum();\n")
+        else:
+            # calls into earlier functions of the other kinds (so the call
+            # tree stays shallow)
+            pool = [g for g in range(f) if g % 4 != 3]
+            callees = sorted(rng.sample(pool, min(len(pool), 4)))
+            w("\tuint64_t h = x * %du;\n" % a)
+            for cf in callees:
+                w("\th = mix(h, f%d(h %% %du));\n" % (cf, b))
+            w("\tif (h & 1)\n\t\th = (h >> 1) ^ %du;\n\telse\n\t\th = h * 3u + 1u;\n" % b)
+            w("\treturn h;\n")
+        w("}\n\n")
+    w("int main(void)\n{\n\tuint64_t total = 0;\n")
+    for f in range(nfuncs):
+        w("\t{\n\t\tuint64_t r = f%d(%du);\n" % (f, rng.randrange(1, 1 << 30)))
+        w("\t\ttotal = mix(total, r);\n")
+        if f % 10 == 9:
+            w("\t\tprintf(\"f%d %%016llx total %%016llx\\n\", (unsigned long long)r, "
+              "(unsigned long long)total);\n" % f)
+        w("\t}\n")
+    w("\tprintf(\"table %016llx\\n\", (unsigned long long)table_sum());\n")
+    w("\ttable_free();\n")
+    w("\tprintf(\"done %016llx\\n\", (unsigned long long)total);\n\treturn 0;\n}\n")
+
+
+# ------------------------------------------------------------------- sort ---
+
+def gen_sort(out, mib):
+    rng = random.Random(3)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randrange(3, 9)))
+             for _ in range(5000)]
+    target = mib << 20
+    written = 0
+    bout = out.buffer
+    while written < target:
+        # a block of lines: word, number, base64 payload of random length
+        raw = base64.b64encode(rng.randbytes(48_000))
+        lines = []
+        pos = 0
+        while pos < len(raw):
+            n = rng.randrange(8, 80)
+            lines.append(b"%s %d %s\n" % (rng.choice(words).encode(), rng.randrange(1_000_000),
+                                          raw[pos:pos + n]))
+            pos += n
+        block = b"".join(lines)
+        bout.write(block)
+        written += len(block)
+
+
+def main():
+    if len(sys.argv) < 3 or sys.argv[1] not in ("sql", "c", "sort"):
+        sys.exit(__doc__)
+    what, path = sys.argv[1], sys.argv[2]
+    with open(path, "w") as out:
+        if what == "sql":
+            gen_sql(out)
+        elif what == "c":
+            gen_c(out)
+        else:
+            gen_sort(out, int(sys.argv[3]) if len(sys.argv) > 3 else 64)
+
+
+if __name__ == "__main__":
+    main()
