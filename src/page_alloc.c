@@ -302,42 +302,48 @@ struct page *pfn_to_page(struct zone *z, unsigned long pfn)
 static void decay_thread_maybe_start(struct zone *z);
 
 /*
- * Take @n blocks of @order from @z into @out[] (fewer if memory runs out).
- * Grows the zone when the flags allow it.  Returns how many were taken;
- * *zeroed tells whether the first block reads as zeroes.
+ * Take one block of @order off the free lists, growing the zone by a section
+ * when @may_grow and the flags allow it (the lock is dropped for the mmap).
+ * Lock held on entry and on return.  NULL if no block can be had.
  */
-static unsigned zone_take(struct zone *z, unsigned flags, unsigned order, struct page **out,
-			  unsigned n, unsigned mark, size_t leave, bool *zeroed)
+static struct page *zone_take_locked(struct zone *z, unsigned flags, unsigned order, bool may_grow)
 {
-	unsigned got = 0;
-	kmm_lock(&z->lock);
-	while (got < n) {
+	for (;;) {
 		struct page *page = NULL;
 		if (zone_watermark_ok(z, order, flags))
 			page = rmqueue_smallest(z, order);
-		if (!page) {
-			if (got > 0 || !(flags & KMM_GFP_DIRECT_OS))
-				break;
-			kmm_unlock(&z->lock);
-			int rc = zone_grow(z);
-			if (rc == 0)
-				decay_thread_maybe_start(z);
-			kmm_lock(&z->lock);
-			if (rc != 0)
-				break;
-			continue;
-		}
+		if (page || !may_grow || !(flags & KMM_GFP_DIRECT_OS))
+			return page;
+		kmm_unlock(&z->lock);
+		int rc = zone_grow(z);
+		if (rc == 0)
+			decay_thread_maybe_start(z);
+		kmm_lock(&z->lock);
+		if (rc != 0)
+			return NULL;
+	}
+}
+
+/*
+ * Take one block for a caller: its first @leave frames (all when 0) are
+ * marked as leaving the zone; *zeroed tells whether they read as zeroes.
+ */
+static struct page *zone_take(struct zone *z, unsigned flags, unsigned order, size_t leave,
+			      bool *zeroed)
+{
+	kmm_lock(&z->lock);
+	struct page *page = zone_take_locked(z, flags, order, true);
+	if (page) {
 		bool zero = block_leaves_zone(z, page, leave ? leave : 1ul << order);
-		if (got == 0 && zeroed)
+		if (zeroed)
 			*zeroed = zero;
-		set_page_flags(page, (uint16_t)mark);
+		set_page_flags(page, PG_head);
 		page->order = (uint8_t)order;
-		out[got++] = page;
 	}
 	kmm_unlock(&z->lock);
-	if (got == 0)
+	if (!page)
 		errno = ENOMEM;
-	return got;
+	return page;
 }
 
 static void zone_maybe_decay(struct zone *z)
@@ -399,38 +405,61 @@ static unsigned pcp_batch(const struct per_cpu_pages *pcp, unsigned order)
 	return MAX(1u, pcp->high[order] / 4);
 }
 
+/*
+ * Refill an empty pcp list with a batch and return one block for the caller.
+ * The list is linked under the zone lock, which fork's prepare handler
+ * holds, so a fork never catches blocks in flight between zone and list.
+ */
 static noinline struct page *pcp_refill(struct per_cpu_pages *pcp, unsigned flags, unsigned order)
 {
+	struct zone *z = &zone_normal;
 	if (unlikely(!pcp->registered && !pcp->exited))
 		pcp_setup(pcp);
-	struct page *batch[64];
-	unsigned want = pcp->exited || pcp->high[order] == 0 ? 1 : MIN(pcp_batch(pcp, order), 64u);
-	unsigned got = zone_take(&zone_normal, flags, order, batch, want, PG_pcp, 0, NULL);
-	if (got == 0)
+	unsigned want = pcp->exited || pcp->high[order] == 0 ? 1 : pcp_batch(pcp, order);
+	kmm_lock(&z->lock);
+	struct page *first = zone_take_locked(z, flags, order, true);
+	if (!first) {
+		kmm_unlock(&z->lock);
+		errno = ENOMEM;
 		return NULL;
-	for (unsigned i = 1; i < got; i++) {
-		batch[i]->lru.next = (struct list_head *)pcp->lists[order];
-		pcp->lists[order] = batch[i];
 	}
-	__atomic_store_n(&pcp->count[order], pcp->count[order] + got - 1, __ATOMIC_RELAXED);
-	return batch[0];
+	block_leaves_zone(z, first, 1ul << order);
+	set_page_flags(first, PG_head);
+	first->order = (uint8_t)order;
+	unsigned got = 0;
+	while (got + 1 < want) {
+		struct page *page = zone_take_locked(z, flags, order, false);
+		if (!page)
+			break;
+		block_leaves_zone(z, page, 1ul << order);
+		set_page_flags(page, PG_pcp);
+		page->order = (uint8_t)order;
+		page->lru.next = (struct list_head *)pcp->lists[order];
+		pcp->lists[order] = page;
+		got++;
+	}
+	__atomic_store_n(&pcp->count[order], pcp->count[order] + got, __ATOMIC_RELAXED);
+	kmm_unlock(&z->lock);
+	return first;
 }
 
-/* Give @n blocks of @order from the pcp list back to the zone. */
+/* Give @n blocks of @order from the pcp list back to the zone (unlinked under its lock). */
 static noinline void pcp_drain(struct per_cpu_pages *pcp, unsigned order, unsigned n)
 {
-	struct page *batch[64];
-	while (n > 0 && pcp->lists[order]) {
-		unsigned k = 0;
-		while (k < MIN(n, 64u) && pcp->lists[order]) {
-			struct page *page = pcp->lists[order];
-			pcp->lists[order] = (struct page *)page->lru.next;
-			batch[k++] = page;
-		}
-		__atomic_store_n(&pcp->count[order], pcp->count[order] - k, __ATOMIC_RELAXED);
-		zone_give(&zone_normal, batch, k);
-		n -= k;
+	struct zone *z = &zone_normal;
+	if (!pcp->lists[order])
+		return;
+	unsigned k = 0;
+	kmm_lock(&z->lock);
+	while (k < n && pcp->lists[order]) {
+		struct page *page = pcp->lists[order];
+		pcp->lists[order] = (struct page *)page->lru.next;
+		free_one_block(z, page, order);
+		k++;
 	}
+	__atomic_store_n(&pcp->count[order], pcp->count[order] - k, __ATOMIC_RELAXED);
+	kmm_unlock(&z->lock);
+	zone_maybe_decay(z);
 }
 
 void pcp_drain_local(void)
@@ -472,6 +501,12 @@ static unsigned long pcp_pages_total(void)
 
 /* ---- allocation and free ---- */
 
+/*
+ * The pcp fast paths run without a lock.  Their stores are ordered so that
+ * a fork, which may snapshot another thread at any instruction, always
+ * finds a block either on the list or marked allocated (PG_head), never
+ * flagged PG_pcp and on no list: the child drains the dead thread's lists.
+ */
 struct page *alloc_pages(unsigned flags, unsigned order)
 {
 	struct page *page;
@@ -480,16 +515,16 @@ struct page *alloc_pages(unsigned flags, unsigned order)
 		struct per_cpu_pages *pcp = &pcp_tls;
 		page = pcp->lists[order];
 		if (likely(page)) {
-			pcp->lists[order] = (struct page *)page->lru.next;
+			set_page_flags(page, PG_head); /* before the unlink (fork) */
+			__atomic_store_n(&pcp->lists[order], (struct page *)page->lru.next,
+					 __ATOMIC_RELEASE);
 			__atomic_store_n(&pcp->count[order], pcp->count[order] - 1, __ATOMIC_RELAXED);
 		} else if (!(page = pcp_refill(pcp, flags, order))) {
 			return NULL;
 		}
-	} else if (!zone_take(&zone_normal, flags, order, &page, 1, PG_head, 0, &zeroed)) {
+	} else if (!(page = zone_take(&zone_normal, flags, order, 0, &zeroed))) {
 		return NULL;
 	}
-	set_page_flags(page, PG_head);
-	page->order = (uint8_t)order;
 	if ((flags & KMM_GFP_ZERO) && !zeroed)
 		memset(page_to_virt(page), 0, KMM_PAGE_SIZE << order);
 	return page;
@@ -500,9 +535,10 @@ void free_pages(struct page *page, unsigned order)
 	page->order = (uint8_t)order;
 	if (order <= PCP_MAX_ORDER) {
 		struct per_cpu_pages *pcp = &pcp_tls;
-		set_page_flags(page, PG_pcp);
 		page->lru.next = (struct list_head *)pcp->lists[order];
 		pcp->lists[order] = page;
+		/* Flagged only once linked (fork); release orders the link first. */
+		__atomic_store_n(&page->flags, (uint16_t)PG_pcp, __ATOMIC_RELEASE);
 		unsigned c = pcp->count[order] + 1;
 		__atomic_store_n(&pcp->count[order], c, __ATOMIC_RELAXED);
 		if (unlikely(c > pcp->high[order]))
@@ -534,7 +570,7 @@ struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_or
 	bool zeroed = false;
 	struct zone *z = &zone_normal;
 	/* Only the first nr frames leave the zone; the tail comes straight back. */
-	if (!zone_take(z, flags, order, &page, 1, PG_head, nr, &zeroed))
+	if (!(page = zone_take(z, flags, order, nr, &zeroed)))
 		return NULL;
 	if (nr < (1ul << order)) {
 		kmm_lock(&z->lock);

@@ -182,7 +182,6 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	/* Every object goes to the new holder's private freelist. */
 	__atomic_store_n(&slab->counters, sw_pack(NULL, s->objects, true), __ATOMIC_RELAXED);
 	__atomic_fetch_add(&s->nr_slabs, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&s->total_objects, s->objects, __ATOMIC_RELAXED);
 	*freelist = base;
 	return slab;
 }
@@ -190,7 +189,6 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 static void discard_slab(struct kmm_cache *s, struct page *slab)
 {
 	__atomic_fetch_sub(&s->nr_slabs, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_sub(&s->total_objects, s->objects, __ATOMIC_RELAXED);
 	clear_compound(slab, s->order);
 	set_page_flags(slab, PG_head);
 	free_pages(slab, s->order);
@@ -579,7 +577,7 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	kmm_lock_init(&s->list_lock);
 	list_init(&s->partial);
 	s->nr_partial = 0;
-	s->nr_slabs = s->total_objects = 0;
+	s->nr_slabs = 0;
 	kmm_lock(&slab_mutex);
 	cache_ids[id / 64] |= 1ull << (id % 64);
 	list_add(&s->list, &slab_caches);
@@ -760,7 +758,7 @@ KMM_EXPORT void kmm_cache_destroy(struct kmm_cache *s)
 	kmm_unlock(&slab_threads_lock);
 	discard_empty_partials(s);
 	kmm_lock(&s->list_lock);
-	unsigned long in_use = __atomic_load_n(&s->total_objects, __ATOMIC_RELAXED) -
+	unsigned long in_use = __atomic_load_n(&s->nr_slabs, __ATOMIC_RELAXED) * s->objects -
 			       node_free_objects(s, NULL);
 	kmm_unlock(&s->list_lock);
 	if (in_use) {
@@ -788,8 +786,8 @@ KMM_EXPORT void kmm_cache_stats(const struct kmm_cache *cs, struct kmm_cache_sta
 		return;
 	kmm_lock(&s->list_lock);
 	unsigned long node_free = node_free_objects(s, &empty);
-	out->num_objs = __atomic_load_n(&s->total_objects, __ATOMIC_RELAXED);
 	out->num_slabs = __atomic_load_n(&s->nr_slabs, __ATOMIC_RELAXED);
+	out->num_objs = out->num_slabs * s->objects;
 	kmm_unlock(&s->list_lock);
 	out->name = s->name;
 	out->object_size = s->object_size;
@@ -988,9 +986,6 @@ static bool cache_validate(struct kmm_cache *s)
 	}
 	if (n != s->nr_partial)
 		SFAIL("cache %s: nr_partial %lu but %lu slabs listed", s->name, s->nr_partial, n);
-	if (__atomic_load_n(&s->total_objects, __ATOMIC_RELAXED) !=
-	    __atomic_load_n(&s->nr_slabs, __ATOMIC_RELAXED) * s->objects)
-		SFAIL("cache %s: total_objects != nr_slabs * objects", s->name);
 	kmm_unlock(&s->list_lock);
 
 	/* The calling thread's slabs of this cache. */

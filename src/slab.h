@@ -45,9 +45,8 @@ struct kmm_cache {
 	struct list_head partial;   /* unfrozen slabs with free objects */
 	unsigned long nr_partial;
 
-	/* Counters, updated atomically (relaxed) on slab creation and discard. */
+	/* Slabs of the cache, updated atomically (relaxed) on creation and discard. */
 	unsigned long nr_slabs;
-	unsigned long total_objects;
 
 	struct list_head list;      /* slab_caches (slab_mutex) */
 };
