@@ -28,6 +28,9 @@
 #include <pthread.h>
 
 #include "common.h"
+#ifdef KMM_TEST_VIA_KMALLOC
+#include "via_kmalloc.h"
+#endif
 
 #define NTHREADS     10
 #define NGENERATIONS 20
