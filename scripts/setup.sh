@@ -14,11 +14,15 @@ declare -A cmd_pkg=(
 	[g++]=g++
 	[clang]=clang
 	[pkg-config]=pkg-config
-	[/usr/bin/python3]=python3
+	[sqlite3]=sqlite3
+	[git]=git
 )
 # Packages found by name, not by a command: the compiler-rt sanitizer runtimes
 # that clang -fsanitize=thread needs (only a Recommends of clang's packages).
-pkgs_by_name=(libclang-rt-dev)
+# The real-program tests (tests/programs) need Debian's python3 with its own
+# regression tests, and GNU time (`command -v time` finds bash's keyword, and
+# `command -v python3` may find a pyenv shim, so these go by package name).
+pkgs_by_name=(libclang-rt-dev python3 libpython3.11-testsuite time)
 
 missing=()
 for cmd in "${!cmd_pkg[@]}"; do

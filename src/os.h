@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 
 /*
@@ -74,6 +75,11 @@ bool os_section_free(void *addr, size_t size);
 void os_fork_prepare(void);
 void os_fork_parent(void);
 void os_fork_child(void);
+
+/* A duplicate of fd 2 (close-on-exec), or -1. */
+int os_dup_stderr(void);
+/* A stdio stream writing to @fd (takes it over), or NULL. */
+FILE *os_fdopen_write(int fd);
 
 /* Write a whole message to stderr (no stdio, no allocation). */
 void os_write_stderr(const char *buf, size_t len);

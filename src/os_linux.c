@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -233,6 +234,10 @@ void os_fork_parent(void) { kmm_unlock(&brk_lock); }
 void os_fork_child(void) { kmm_lock_init(&brk_lock); }
 
 /* ---- reporting, time ---- */
+
+int os_dup_stderr(void) { return fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3); }
+
+FILE *os_fdopen_write(int fd) { return fdopen(fd, "w"); }
 
 void os_write_stderr(const char *buf, size_t len)
 {

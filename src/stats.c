@@ -98,16 +98,22 @@ KMM_EXPORT void kmm_stats_print(FILE *out)
 	fprintf(out, "-- /proc/slabinfo --\n");
 	kmm_slabinfo(out);
 	fprintf(out, "-- heap --\n");
-	fprintf(out, "bytes in use       %14llu (%.1f MiB)\n", h.in_use_bytes, mib(h.in_use_bytes));
-	fprintf(out, "peak bytes in use  %14llu (%.1f MiB)%s\n", h.peak_in_use_bytes,
-		mib(h.peak_in_use_bytes), stats_enabled ? "" : " [KMM_STATS=1 to track]");
-	fprintf(out, "zone bytes         %14llu (%.1f MiB), peak %.1f MiB\n", h.zone_bytes,
+	if (stats_enabled) {
+		unsigned long long now = __atomic_load_n(&bytes_in_use, __ATOMIC_RELAXED);
+		fprintf(out, "malloc bytes in use      %14llu (%.1f MiB)\n", now, mib(now));
+		fprintf(out, "peak malloc bytes in use %14llu (%.1f MiB)\n", h.peak_in_use_bytes,
+			mib(h.peak_in_use_bytes));
+	}
+	/* The layers' view: slots of slabs held by threads count as in use (as SLUB's). */
+	fprintf(out, "bytes held (slabs, runs, huge) %8llu (%.1f MiB)\n", h.in_use_bytes,
+		mib(h.in_use_bytes));
+	fprintf(out, "zone bytes               %14llu (%.1f MiB), peak %.1f MiB\n", h.zone_bytes,
 		mib(h.zone_bytes), mib(h.peak_zone_bytes));
-	fprintf(out, "page runs          %14llu bytes in %lu blocks\n", h.large_bytes, h.large_blocks);
-	fprintf(out, "huge blocks        %14llu bytes in %lu blocks\n", h.huge_bytes, h.huge_blocks);
-	fprintf(out, "metadata           %14llu bytes\n", h.metadata_bytes);
-	fprintf(out, "resident (kmm)     %14llu (%.1f MiB)\n", h.resident_bytes, mib(h.resident_bytes));
-	fprintf(out, "peak RSS (process) %14ld KiB\n", h.peak_rss_kb);
+	fprintf(out, "page runs                %14llu bytes in %lu blocks\n", h.large_bytes, h.large_blocks);
+	fprintf(out, "huge blocks              %14llu bytes in %lu blocks\n", h.huge_bytes, h.huge_blocks);
+	fprintf(out, "metadata                 %14llu bytes\n", h.metadata_bytes);
+	fprintf(out, "resident (kmm)           %14llu (%.1f MiB)\n", h.resident_bytes, mib(h.resident_bytes));
+	fprintf(out, "peak RSS (process)       %14ld KiB\n", h.peak_rss_kb);
 	fprintf(out, "-- allocations per size class --\n");
 	for (unsigned i = 0; i < NR_KMALLOC_CLASSES + 2; i++) {
 		unsigned long long n = __atomic_load_n(&stat_allocs[i], __ATOMIC_RELAXED);
@@ -120,11 +126,28 @@ KMM_EXPORT void kmm_stats_print(FILE *out)
 	}
 }
 
-/* KMM_STATS=1: the report at exit, to stderr. */
+/*
+ * KMM_STATS=1: the report at exit, to the stderr the program started with.
+ * Many programs (coreutils among them) close stderr in an atexit handler,
+ * which runs before this destructor, so the descriptor is duplicated when
+ * statistics are switched on.
+ */
+static int stats_fd = -1;
+
 __attribute__((destructor)) static void stats_at_exit(void)
 {
-	if (stats_enabled)
-		kmm_stats_print(stderr);
+	if (!stats_enabled || stats_fd < 0)
+		return;
+	FILE *out = os_fdopen_write(stats_fd);
+	if (!out)
+		return;
+	kmm_stats_print(out);
+	fclose(out);
 }
 
-void stats_init(void) { stats_enabled = kmm_tunable(KMM_TUNE_STATS) != 0; }
+void stats_init(void)
+{
+	stats_enabled = kmm_tunable(KMM_TUNE_STATS) != 0;
+	if (stats_enabled)
+		stats_fd = os_dup_stderr();
+}
