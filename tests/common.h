@@ -245,6 +245,19 @@ static inline int is_zero(const void *p, size_t n)
 	return 1;
 }
 
+/* ---- the process's figures ---- */
+
+/* The process's resident set in bytes (/proc/self/statm, field 2). */
+static inline unsigned long long rss_bytes(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	CHECK(f != NULL, "open /proc/self/statm: %s", strerror(errno));
+	CHECK(fscanf(f, "%lu %lu", &size, &resident) == 2, "parse /proc/self/statm");
+	fclose(f);
+	return (unsigned long long)resident * (unsigned long long)sysconf(_SC_PAGESIZE);
+}
+
 /* ---- kmm figures ---- */
 
 /* Pages the zone holds that are neither free nor on a pcp list. */

@@ -29,16 +29,6 @@
 #define KEEP             4   /* of which it hands this many to the main thread */
 #define RSS_BOUND        (16ull << 20)
 
-static unsigned long long rss_bytes(void)
-{
-	unsigned long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	CHECK(f != NULL, "open /proc/self/statm: %s", strerror(errno));
-	CHECK(fscanf(f, "%lu %lu", &size, &resident) == 2, "parse /proc/self/statm");
-	fclose(f);
-	return (unsigned long long)resident * (unsigned long long)sysconf(_SC_PAGESIZE);
-}
-
 struct kept {
 	void *p;
 	size_t size;

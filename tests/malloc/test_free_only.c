@@ -28,17 +28,6 @@
 #define TOTAL        (2ull << 30)
 #define LIMIT        (64ull << 20)
 
-/* The process's resident set in bytes (/proc/self/statm, field 2). */
-static unsigned long long rss_bytes(void)
-{
-	unsigned long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	CHECK(f != NULL, "open /proc/self/statm: %s", strerror(errno));
-	CHECK(fscanf(f, "%lu %lu", &size, &resident) == 2, "parse /proc/self/statm");
-	fclose(f);
-	return (unsigned long long)resident * (unsigned long long)sysconf(_SC_PAGESIZE);
-}
-
 struct item {
 	void *p;
 	size_t size;

@@ -36,16 +36,6 @@
 
 /* ---- the process's figures ---- */
 
-static unsigned long long statm_rss(void)
-{
-	unsigned long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	CHECK(f != NULL, "open /proc/self/statm: %s", strerror(errno));
-	CHECK(fscanf(f, "%lu %lu", &size, &resident) == 2, "parse /proc/self/statm");
-	fclose(f);
-	return (unsigned long long)resident * (unsigned long long)sysconf(_SC_PAGESIZE);
-}
-
 /* "Rss:" of /proc/self/smaps_rollup, in bytes; 0 when the kernel has no such file. */
 static unsigned long long smaps_rss(void)
 {
@@ -177,12 +167,12 @@ static void phase1(void)
 	CHECK(pthread_barrier_init(&own_freed, NULL, NWORKERS) == 0, "barrier");
 
 	kmm_trim();
-	unsigned long long rss_start = statm_rss();
+	unsigned long long rss_start = rss_bytes();
 	for (unsigned i = 0; i < NWORKERS; i++)
 		CHECK(pthread_create(&t[i], NULL, phase1_worker, (void *)(uintptr_t)i) == 0,
 		      "pthread_create");
 	pthread_barrier_wait(&all_live);
-	unsigned long long rss_live = statm_rss(), requested = 0;
+	unsigned long long rss_live = rss_bytes(), requested = 0;
 	size_t nobj = 0;
 	for (unsigned i = 0; i < NWORKERS; i++) {
 		requested += sets[i].requested;
@@ -195,9 +185,9 @@ static void phase1(void)
 		CHECK(pthread_join(t[i], NULL) == 0, "pthread_join");
 	for (unsigned i = 0; i < NWORKERS; i++)
 		objset_release(&sets[i]);
-	unsigned long long rss_freed = statm_rss();
+	unsigned long long rss_freed = rss_bytes();
 	malloc_trim(0);
-	unsigned long long rss_end = statm_rss();
+	unsigned long long rss_end = rss_bytes();
 	unsigned long long bound = rss_start + rss_start / 10 + 16 * MiB;
 
 	printf("  phase 1: %zu objects, %.1f MiB requested by %u threads (%.1f MiB in use, "
@@ -236,11 +226,11 @@ static void phase2(void)
 	s.p = malloc(s.cap * sizeof(*s.p));
 	s.size = malloc(s.cap * sizeof(*s.size));
 	CHECK(s.p && s.size, "out of memory");
-	unsigned long long rss_start = statm_rss();
+	unsigned long long rss_start = rss_bytes();
 	objset_fill(&s, &r, bytes);
-	unsigned long long rss_live = statm_rss();
+	unsigned long long rss_live = rss_bytes();
 	objset_free(&s, 1, 0);
-	unsigned long long rss_end = statm_rss();
+	unsigned long long rss_end = rss_bytes();
 	unsigned long long bound = rss_start + rss_start / 10 + 16 * MiB;
 	printf("  phase 2 (KMM_DECAY_MS 0, no trim): %zu objects, %.1f MiB; RSS start %.1f MiB, "
 	       "live %.1f MiB, freed %.1f MiB (bound %.1f MiB)\n",

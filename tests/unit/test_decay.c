@@ -12,16 +12,8 @@
 
 #include "common.h"
 
-/* Resident set of this process, in pages (/proc/self/statm, field 2). */
-static unsigned long rss_pages(void)
-{
-	unsigned long size = 0, resident = 0;
-	FILE *f = fopen("/proc/self/statm", "r");
-	CHECK(f != NULL, "open /proc/self/statm: %s", strerror(errno));
-	CHECK(fscanf(f, "%lu %lu", &size, &resident) == 2, "parse statm");
-	fclose(f);
-	return resident;
-}
+/* Resident set of this process, in pages. */
+static unsigned long rss_pages(void) { return (unsigned long)(rss_bytes() / KMM_PAGE_SIZE); }
 
 static unsigned long zone_resident(void)
 {
