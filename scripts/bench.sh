@@ -5,7 +5,7 @@
 # valgrind for bench/fastpath.sh), builds kmm's release tree with the workloads, and runs
 # bench/run_suite.py with this script's arguments:
 #
-#   scripts/bench.sh            # the full suite (about 20 minutes on 2 cores)
+#   scripts/bench.sh            # the full suite (about 10 minutes on 2 cores)
 #   scripts/bench.sh --quick    # 1-2 minutes
 #   scripts/bench.sh --only larson,redis --reps 7 --allocators glibc,mimalloc,kmm
 #
