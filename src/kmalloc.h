@@ -39,16 +39,11 @@ static always_inline unsigned kmalloc_index(size_t size)
  */
 static always_inline void *kmalloc_cpu_pop(struct kmem_cache_cpu *c)
 {
-	void **obj;
-	if (c->sheaf_nr) {
-		obj = c->sheaf[--c->sheaf_nr];
-	} else {
-		obj = c->freelist;
-		if (unlikely(obj == NULL))
-			return NULL;
+	void **obj = c->freelist;
+	if (likely(obj != NULL)) {
 		c->freelist = obj[0];
+		obj[1] = NULL; /* the canary word */
 	}
-	obj[1] = NULL; /* the canary word */
 	return obj;
 }
 

@@ -128,8 +128,6 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 			return NULL;
 		t = page_to_virt(pg);
 		t->chunk[0] = t->first;
-		for (unsigned i = 0; i < SHEAF_IDS; i++)
-			t->first[i].sheaf = t->sheaf_store[i];
 		kmm_lock(&slab_threads_lock);
 		list_add(&t->registry, &slab_threads);
 		kmm_unlock(&slab_threads_lock);
@@ -284,14 +282,8 @@ static void deactivate_slab(struct kmm_cache *s, struct page *slab, void *freeli
 	kmm_unlock(&s->list_lock);
 }
 
-static void sheaf_flush(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned n,
-			bool may_get_slot);
-
 static void flush_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c)
 {
-	/* Without freezing into any thread's partial list: this may be another thread's slot. */
-	if (c->sheaf_nr)
-		sheaf_flush(s, c, c->sheaf_nr, false);
 	if (c->slab) {
 		deactivate_slab(s, c->slab, c->freelist);
 		c->slab = NULL;
@@ -304,13 +296,7 @@ static void flush_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c)
 /* The cache a non-empty slot belongs to. */
 static struct kmm_cache *slot_cache(const struct kmem_cache_cpu *c)
 {
-	if (c->slab)
-		return c->slab->slab_cache;
-	if (c->partial)
-		return c->partial->slab_cache;
-	if (c->sheaf_nr)
-		return compound_head(virt_to_page(c->sheaf[0]))->slab_cache;
-	return NULL;
+	return c->slab ? c->slab->slab_cache : c->partial ? c->partial->slab_cache : NULL;
 }
 
 /* Flush every slot of thread @t.  slab_threads_lock held. */
@@ -385,7 +371,7 @@ static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned 
 /* After the thread's exit hook: take one object through a slot that lives only for this call. */
 static noinline void *slab_alloc_exited(struct kmm_cache *s, unsigned flags)
 {
-	struct kmem_cache_cpu tmp = {0};
+	struct kmem_cache_cpu tmp = {NULL, NULL, NULL, 0};
 	void *obj = refill_cpu(s, &tmp, flags);
 	if (obj) {
 		tmp.freelist = get_freepointer(s, obj);
@@ -407,8 +393,6 @@ static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
 	struct kmem_cache_cpu *c = cpu_slot_get(s->id, flags);
 	if (!c)
 		return NULL;
-	if (c->sheaf && c->sheaf_cap < s->sheaf_cap) /* this thread allocates: let it cache more */
-		c->sheaf_cap = MIN(s->sheaf_cap, MAX(2u, c->sheaf_cap * 2));
 	void *obj = refill_cpu(s, c, flags);
 	if (!obj) {
 		errno = ENOMEM;
@@ -447,18 +431,15 @@ static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struc
 		unfreeze_partials(s, c);
 }
 
-/*
- * Return one object to its slab (the kernel's __slab_free); its canary is
- * already set.  A full slab that gains a free object is frozen onto @c's cpu
- * partial list; with no @c (and @may_get_slot false, or no memory for a
- * slot) it goes on the node list under list_lock instead.
- */
-static void __slab_free(struct kmm_cache *s, struct page *slab, void *obj, const char *fn,
-			struct kmem_cache_cpu *c, bool may_get_slot)
+/* A free that is not to the thread's active slab (the kernel's __slab_free). */
+noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
 {
+	struct slab_thread *t = slab_tls;
+	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
 	bool locked = false, was_frozen, frozen;
 	void *prior;
 	unsigned inuse;
+	canary_on_free(s, obj, fn);
 	uint64_t old = slab_word(slab);
 	for (;;) {
 		prior = sw_freelist(old);
@@ -470,7 +451,7 @@ static void __slab_free(struct kmm_cache *s, struct page *slab, void *obj, const
 			if (!prior) {
 				/* full -> partial: keep it on our cpu partial list. */
 				/* Never allocate a slot with list_lock held (lock order). */
-				if (!c && !locked && may_get_slot)
+				if (!c && !locked)
 					c = cpu_slot_get(s->id, KMM_GFP_KERNEL);
 				if (c)
 					frozen = true;
@@ -507,68 +488,6 @@ static void __slab_free(struct kmm_cache *s, struct page *slab, void *obj, const
 	if (!prior)
 		partial_add(s, slab);
 	kmm_unlock(&s->list_lock);
-}
-
-/*
- * Sheaves (the kernel's per-cpu sheaves, since 6.18; the magazines of
- * Bonwick's slab allocator).  SLUB's lock-free free is fast only for the
- * thread's active slab; every other free is a CAS on the object's slab, and
- * the freed object is reused only once its slab becomes active again.  A
- * sheaf is a small stack of objects this thread freed, from any slab of the
- * cache: a free pushes onto it, an allocation pops it first, no atomics, and
- * the object reused is the one freed last, still warm in the cache.  When
- * it is full, the older half goes back to the slabs in one batch.  kmm's
- * static caches with the double-free canary (the kmalloc classes of 16 bytes
- * and more) have sheaves; the capacity keeps about 64 KiB per class per
- * thread (SHEAF_MAX objects at most, 2 at least).  Objects on a sheaf count
- * as in use for the slab layer, like those on a private freelist.
- */
-static void sheaf_flush(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned n,
-			bool may_get_slot)
-{
-	/*
-	 * Take the batch off the sheaf before returning it: a fork that lands
-	 * while this thread waits for a list lock must not find the objects both
-	 * back in their slabs and still on the sheaf (the child would free them
-	 * twice).  At worst the child loses the batch in flight.
-	 */
-	void *batch[SHEAF_MAX];
-	memcpy(batch, c->sheaf, n * sizeof(void *));
-	c->sheaf_nr -= n;
-	memmove(c->sheaf, c->sheaf + n, c->sheaf_nr * sizeof(void *));
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	for (unsigned i = 0; i < n; i++) {
-		void *obj = batch[i];
-		struct page *slab = compound_head(virt_to_page(obj));
-		if (slab == c->slab) {
-			set_freepointer(s, obj, c->freelist);
-			c->freelist = obj;
-		} else {
-			__slab_free(s, slab, obj, "free", may_get_slot ? c : NULL, may_get_slot);
-		}
-	}
-}
-
-/* A free the fast path could not take: not the active slab and no room on the sheaf. */
-noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
-{
-	struct slab_thread *t = slab_tls;
-	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
-	canary_on_free(s, obj, fn);
-	if (c && c->sheaf && s->sheaf_cap) {
-		/*
-		 * A slot's sheaf starts at 2 objects and grows only as its thread
-		 * allocates (slab_alloc_slow): a thread that only frees must not
-		 * pin half-empty slabs it will never allocate from again.
-		 */
-		if (!c->sheaf_cap)
-			c->sheaf_cap = MIN(2u, s->sheaf_cap);
-		if (c->sheaf_nr >= c->sheaf_cap)
-			sheaf_flush(s, c, MAX(1u, c->sheaf_cap / 2), true);
-		c->sheaf[c->sheaf_nr++] = obj;
-		return;
-	}
-	__slab_free(s, slab, obj, fn, c, true);
 }
 
 static always_inline void slab_free(struct kmm_cache *s, struct page *slab, void *obj,
@@ -648,9 +567,6 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->objects = (unsigned)objects;
 	s->reciprocal = (1ull << 44) / sz + 1;
 	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
-	s->sheaf_cap = 0;
-	if (id < SHEAF_IDS && offset == 0 && sz >= 2 * sizeof(void *) && sz <= SHEAF_MAX_SIZE)
-		s->sheaf_cap = (unsigned)MIN(SHEAF_MAX, MAX(2, (64 * 1024) / sz));
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	s->cpu_partial_slabs = MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);

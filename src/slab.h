@@ -17,10 +17,7 @@ struct kmem_cache_cpu {
 	void *freelist;        /* private free objects of the active slab */
 	struct page *slab;     /* active slab (frozen by this thread), or NULL */
 	struct page *partial;  /* frozen slabs with free objects, via slab_list.next */
-	void **sheaf;          /* recently freed objects of any slab (a stack), or NULL */
 	unsigned nr_partial;   /* slabs on ->partial */
-	unsigned sheaf_nr;     /* objects on ->sheaf */
-	unsigned sheaf_cap;    /* how many it may hold: the cache's sheaf_cap once set up */
 };
 
 struct kmm_cache {
@@ -36,7 +33,6 @@ struct kmm_cache {
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
 	uint64_t reciprocal;    /* ceil(2^44 / size): offset -> index without a divide */
 	uintptr_t slab_mask;    /* slab bytes - 1: an object's offset in its slab is addr & mask */
-	unsigned sheaf_cap;     /* objects a thread's sheaf holds (0: no sheaf), see slab.c */
 	unsigned long flags;
 	void (*ctor)(void *);
 	const char *name;
@@ -93,7 +89,7 @@ static always_inline void canary_on_free(const struct kmm_cache *s, void *obj, c
 	}
 }
 
-#define SLOTS_PER_CHUNK 64
+#define SLOTS_PER_CHUNK 128
 #define SLAB_CHUNKS (SLAB_MAX_CACHES / SLOTS_PER_CHUNK)
 
 /*
@@ -102,18 +98,12 @@ static always_inline void canary_on_free(const struct kmm_cache *s, void *obj, c
  * inline).  Chunk pointers are published with release stores because
  * kmm_cache_destroy() reads them from other threads.
  */
-/* Caches with ids below this (kmm's static caches) may have sheaves, of at most SHEAF_MAX. */
-#define SHEAF_IDS 48
-#define SHEAF_MAX 64
-/* Only classes up to this size: bigger objects sit in order-2/3 slabs, which a cached object would pin. */
-#define SHEAF_MAX_SIZE 1024
 struct slab_thread {
 	struct kmem_cache_cpu *chunk[SLAB_CHUNKS];
 	struct list_head registry; /* slab_threads (slab_threads_lock) */
 	struct kmem_cache_cpu first[SLOTS_PER_CHUNK];
-	void *sheaf_store[SHEAF_IDS][SHEAF_MAX];
 };
-#define SLAB_THREAD_ORDER 3
+#define SLAB_THREAD_ORDER 1
 _Static_assert(sizeof(struct slab_thread) <= (KMM_PAGE_SIZE << SLAB_THREAD_ORDER), "slab_thread");
 _Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE, "chunk");
 
@@ -144,49 +134,35 @@ static always_inline void check_object(const struct kmm_cache *s, struct page *s
 }
 
 /*
- * The allocation fast path on a known slot: the sheaf first (the objects
- * this thread freed last, still warm in its cache), then the active slab's
- * private freelist.  NULL when both are empty (the caller takes the slow
- * path).
+ * The allocation fast path on a known slot: pop the thread's private
+ * freelist.  NULL when it is empty (the caller takes the slow path).
  */
 static always_inline void *slab_cpu_pop(const struct kmm_cache *s, struct kmem_cache_cpu *c)
 {
-	void *obj;
-	if (c->sheaf_nr) {
-		obj = c->sheaf[--c->sheaf_nr];
-	} else {
-		obj = c->freelist;
-		if (unlikely(obj == NULL))
-			return NULL;
+	void *obj = c->freelist;
+	if (likely(obj != NULL)) {
 		c->freelist = get_freepointer(s, obj);
+		if (s->canary)
+			*canary_word(obj) = 0;
 	}
-	if (s->canary)
-		*canary_word(obj) = 0;
 	return obj;
 }
 
 /*
  * The free fast path: an object of the thread's own active slab goes on its
- * private freelist, any other onto the sheaf while it has room.  Returns
- * false (nothing done) when the sheaf is full or missing: the slow path
- * flushes it.  The caller has checked that @obj starts a slot of @slab.
+ * private freelist.  Returns false (nothing done) for any other slab.  The
+ * caller has checked that @obj starts a slot of @slab.
  */
 static always_inline bool slab_cpu_push(const struct kmm_cache *s, struct kmem_cache_cpu *c,
 					struct page *slab, void *obj, const char *fn)
 {
-	if (c->slab == slab) {
-		KMM_CHECK(obj != c->freelist, fn, "double free %p", obj);
-		canary_on_free(s, obj, fn);
-		set_freepointer(s, obj, c->freelist);
-		c->freelist = obj;
-		return true;
-	}
-	if (likely(c->sheaf_nr < c->sheaf_cap)) {
-		canary_on_free(s, obj, fn); /* every cache with a sheaf has the canary */
-		c->sheaf[c->sheaf_nr++] = obj;
-		return true;
-	}
-	return false;
+	if (unlikely(c->slab != slab))
+		return false;
+	KMM_CHECK(obj != c->freelist, fn, "double free %p", obj);
+	canary_on_free(s, obj, fn);
+	set_freepointer(s, obj, c->freelist);
+	c->freelist = obj;
+	return true;
 }
 
 /* Allocate/free through a cache; used by kmalloc with the checks done. */
@@ -198,7 +174,7 @@ void slab_check_object(const struct kmm_cache *s, struct page *slab, const void 
 /* The slab head holding @obj, or NULL (invalid pointer); @fn names the caller in reports. */
 struct page *slab_of_object(const void *obj, struct page *page, const char *fn);
 
-/* A free the fast path could not take (not the active slab, sheaf full). */
+/* Every free that is not to the thread's active slab (the kernel's __slab_free). */
 void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn);
 
 /* Set up a statically allocated cache (kmalloc caches, the cache of caches). */
