@@ -660,7 +660,8 @@ KMM_EXPORT void *kmm_cache_alloc(struct kmm_cache *s, unsigned flags)
 	return obj;
 }
 
-struct page *slab_of_object(const void *obj, struct page *page, const char *fn)
+/* The slab head holding @obj (in frame @page), checked: aborts naming @fn otherwise. */
+static struct page *slab_of_object(const void *obj, struct page *page, const char *fn)
 {
 	KMM_CHECK(page, fn, "invalid pointer %p", obj);
 	struct page *slab = compound_head(page);

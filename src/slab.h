@@ -171,8 +171,6 @@ void slab_free_checked(struct kmm_cache *s, struct page *slab, void *obj, const 
 /* Abort with a report naming @fn unless @obj is the start of a slot of @slab. */
 void slab_check_object(const struct kmm_cache *s, struct page *slab, const void *obj,
 		       const char *fn);
-/* The slab head holding @obj, or NULL (invalid pointer); @fn names the caller in reports. */
-struct page *slab_of_object(const void *obj, struct page *page, const char *fn);
 
 /* Every free that is not to the thread's active slab (the kernel's __slab_free). */
 void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn);
