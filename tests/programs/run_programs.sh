@@ -62,10 +62,13 @@ PY=/usr/bin/python3
 TIME=/usr/bin/time
 workloads=${KMM_PROGRAMS_ONLY:-"python pytests sqlite git gcc sort"}
 # about 30 s: test_weakref, test_gc, test_decimal and test_itertools (more
-# GC and arithmetic than allocation) would double that.
+# GC and arithmetic than allocation) would double that.  Left out on purpose:
+# test_threading and test_functools, whose thread/settrace races fail now and
+# then under load with glibc's malloc too (threads are exercised by
+# py_workload.py's ring of threads instead).
 pytests=${KMM_PROGRAMS_PYTESTS:-"test_dict test_json test_list test_set test_string test_unicode
-	test_threading test_bytes test_collections test_re test_deque test_heapq test_array
-	test_struct test_ordered_dict test_hash test_codecs test_functools"}
+	test_bytes test_collections test_re test_deque test_heapq test_array test_tuple test_sort
+	test_struct test_ordered_dict test_hash test_codecs test_bisect test_textwrap"}
 run_timeout=${KMM_PROGRAMS_TIMEOUT:-300}
 
 fail()
