@@ -249,8 +249,8 @@ struct block {
 
 /*
  * What kind of block @p is, checked: aborts with a message naming @fn for a
- * pointer kmalloc did not return.  Slab pointers are checked to be the start
- * of a slot by the slab layer when freed.
+ * pointer kmalloc did not return, including one into the middle of a block
+ * (every caller - free, ksize, realloc - gets the same checks here).
  */
 static always_inline struct block classify(const void *p, const char *fn)
 {
@@ -274,6 +274,7 @@ static always_inline struct block classify(const void *p, const char *fn)
 	b.page = compound_head(page);
 	KMM_CHECK(page_flags(b.page) & PG_slab, fn, "invalid pointer %p%s", p,
 		  (flags & (PG_buddy | PG_pcp)) ? " (double free?)" : "");
+	slab_check_object(b.page->slab_cache, b.page, p, fn);
 	return b;
 }
 
@@ -289,7 +290,7 @@ void kfree_checked(void *p, const char *fn)
 {
 	struct block b = classify(p, fn);
 	if (likely(b.kind == BLOCK_SLAB))
-		slab_free_checked(b.page->slab_cache, b.page, p, fn);
+		slab_free_object(b.page->slab_cache, b.page, p, fn);
 	else if (b.kind == BLOCK_LARGE)
 		free_large(b.page);
 	else
@@ -315,8 +316,6 @@ static size_t block_size(const struct block *b)
 size_t ksize_checked(const void *p, const char *fn)
 {
 	struct block b = classify(p, fn);
-	if (b.kind == BLOCK_SLAB)
-		slab_check_object(b.page->slab_cache, b.page, p, fn);
 	return block_size(&b);
 }
 
@@ -338,8 +337,6 @@ KMM_EXPORT size_t kmm_kmalloc_size_class(size_t size)
 void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn)
 {
 	struct block b = classify(p, fn);
-	if (b.kind == BLOCK_SLAB)
-		slab_check_object(b.page->slab_cache, b.page, p, fn);
 	size_t old = block_size(&b);
 	unsigned long nr = (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT;
 	switch (b.kind) {

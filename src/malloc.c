@@ -44,14 +44,18 @@
 #define MALLOC_MIN_SIZE 16
 #define MALLOC_MIN_CLASS 1
 
-static always_inline void *do_malloc(size_t size)
+/* Every malloc-family allocation off the fast path: @align 0 for the default. */
+static void *do_alloc(size_t size, size_t align, unsigned gfp)
 {
 	kmm_ensure_init();
-	void *p = kmalloc_core(MAX(size, MALLOC_MIN_SIZE), 0, MALLOC_FLAGS);
+	void *p = kmalloc_core(MAX(size, MALLOC_MIN_SIZE), align, MALLOC_FLAGS | gfp);
 	if (unlikely(stats_enabled) && p)
 		stats_alloc(p);
 	return p;
 }
+
+static always_inline void *do_malloc(size_t size) { return do_alloc(size, 0, 0); }
+static void *do_aligned(size_t align, size_t size) { return do_alloc(size, align, 0); }
 
 static always_inline void do_free(void *p, const char *fn)
 {
@@ -62,15 +66,6 @@ static always_inline void do_free(void *p, const char *fn)
 	kfree_checked(p, fn);
 }
 
-static void *do_aligned(size_t align, size_t size)
-{
-	kmm_ensure_init();
-	void *p = kmalloc_core(MAX(size, MALLOC_MIN_SIZE), align, MALLOC_FLAGS);
-	if (unlikely(stats_enabled) && p)
-		stats_alloc(p);
-	return p;
-}
-
 static void *do_calloc(size_t n, size_t size)
 {
 	size_t bytes;
@@ -78,11 +73,7 @@ static void *do_calloc(size_t n, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	kmm_ensure_init();
-	void *p = kmalloc_core(MAX(bytes, MALLOC_MIN_SIZE), 0, MALLOC_FLAGS | KMM_GFP_ZERO);
-	if (unlikely(stats_enabled) && p)
-		stats_alloc(p);
-	return p;
+	return do_alloc(bytes, 0, KMM_GFP_ZERO);
 }
 
 static void *do_realloc(void *p, size_t size, const char *fn)

@@ -369,19 +369,28 @@ static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned 
 }
 
 /* After the thread's exit hook: take one object through a slot that lives only for this call. */
+/*
+ * Hand out @obj, the head of a freshly taken freelist: the rest becomes the
+ * slot's private freelist.  NULL (ENOMEM) passes through.
+ */
+static void *take_first(struct kmm_cache *s, struct kmem_cache_cpu *c, void *obj, unsigned flags)
+{
+	if (!obj) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	c->freelist = get_freepointer(s, obj);
+	if (s->canary)
+		*canary_word(obj) = 0;
+	if (flags & KMM_GFP_ZERO)
+		memset(obj, 0, s->object_size);
+	return obj;
+}
+
 static noinline void *slab_alloc_exited(struct kmm_cache *s, unsigned flags)
 {
 	struct kmem_cache_cpu tmp = {NULL, NULL, NULL, 0};
-	void *obj = refill_cpu(s, &tmp, flags);
-	if (obj) {
-		tmp.freelist = get_freepointer(s, obj);
-		if (s->canary)
-			*canary_word(obj) = 0;
-		if (flags & KMM_GFP_ZERO)
-			memset(obj, 0, s->object_size);
-	} else {
-		errno = ENOMEM;
-	}
+	void *obj = take_first(s, &tmp, refill_cpu(s, &tmp, flags), flags);
 	flush_cpu(s, &tmp);
 	return obj;
 }
@@ -393,17 +402,7 @@ static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
 	struct kmem_cache_cpu *c = cpu_slot_get(s->id, flags);
 	if (!c)
 		return NULL;
-	void *obj = refill_cpu(s, c, flags);
-	if (!obj) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	c->freelist = get_freepointer(s, obj);
-	if (s->canary)
-		*canary_word(obj) = 0;
-	if (flags & KMM_GFP_ZERO)
-		memset(obj, 0, s->object_size);
-	return obj;
+	return take_first(s, c, refill_cpu(s, c, flags), flags);
 }
 
 void *slab_alloc(struct kmm_cache *s, unsigned flags)
@@ -508,9 +507,8 @@ void slab_check_object(const struct kmm_cache *s, struct page *slab, const void 
 	check_object(s, slab, obj, fn);
 }
 
-void slab_free_checked(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
+void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
 {
-	check_object(s, slab, obj, fn);
 	slab_free(s, slab, obj, fn);
 }
 
@@ -677,7 +675,8 @@ KMM_EXPORT void kmm_cache_free(struct kmm_cache *s, void *obj)
 	struct page *slab = slab_of_object(obj, virt_to_page(obj), fn);
 	KMM_CHECK(slab->slab_cache == s, fn, "object %p belongs to cache %s, not %s", obj,
 		  slab->slab_cache->name, s ? s->name : "(null)");
-	slab_free_checked(s, slab, obj, fn);
+	check_object(s, slab, obj, fn);
+	slab_free(s, slab, obj, fn);
 }
 
 /* Discard the empty slabs on the node list (all of them: shrinking ignores min_partial). */
@@ -801,13 +800,11 @@ KMM_EXPORT void kmm_cache_stats(const struct kmm_cache *cs, struct kmm_cache_sta
 	out->active_slabs = out->num_slabs - empty;
 }
 
-KMM_EXPORT void kmm_slabinfo(FILE *out)
+/* Call @fn for every cache with its figures, under slab_mutex. */
+static void for_each_cache_stats(void (*fn)(struct kmm_cache *, const struct kmm_cache_stats *,
+					  void *),
+				 void *arg)
 {
-	kmm_ensure_init();
-	fprintf(out, "slabinfo - version: 2.1\n");
-	fprintf(out, "# name            <active_objs> <num_objs> <objsize> <objperslab> "
-		     "<pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata "
-		     "<active_slabs> <num_slabs> <sharedavail>\n");
 	kmm_lock(&slab_mutex);
 	struct list_head *pos;
 	list_for_each(pos, &slab_caches)
@@ -815,11 +812,26 @@ KMM_EXPORT void kmm_slabinfo(FILE *out)
 		struct kmm_cache *s = list_entry(pos, struct kmm_cache, list);
 		struct kmm_cache_stats st;
 		kmm_cache_stats(s, &st);
-		fprintf(out, "%-17s %6lu %6lu %6u %4u %4d : tunables %4u %4u %4u : slabdata %6lu %6lu %6lu\n",
-			s->name, st.active_objs, st.num_objs, s->size, s->objects, 1 << s->order, 0u, 0u,
-			0u, st.active_slabs, st.num_slabs, 0ul);
+		fn(s, &st, arg);
 	}
 	kmm_unlock(&slab_mutex);
+}
+
+static void slabinfo_line(struct kmm_cache *s, const struct kmm_cache_stats *st, void *out)
+{
+	fprintf(out, "%-17s %6lu %6lu %6u %4u %4d : tunables %4u %4u %4u : slabdata %6lu %6lu %6lu\n",
+		s->name, st->active_objs, st->num_objs, s->size, s->objects, 1 << s->order, 0u, 0u,
+		0u, st->active_slabs, st->num_slabs, 0ul);
+}
+
+KMM_EXPORT void kmm_slabinfo(FILE *out)
+{
+	kmm_ensure_init();
+	fprintf(out, "slabinfo - version: 2.1\n");
+	fprintf(out, "# name            <active_objs> <num_objs> <objsize> <objperslab> "
+		     "<pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata "
+		     "<active_slabs> <num_slabs> <sharedavail>\n");
+	for_each_cache_stats(slabinfo_line, out);
 }
 
 /* ---- thread life cycle, trimming ---- */
@@ -862,19 +874,15 @@ void slab_thread_exit(void)
 	free_pages(virt_to_page(t), SLAB_THREAD_ORDER);
 }
 
+static void add_bytes_in_use(struct kmm_cache *s, const struct kmm_cache_stats *st, void *sum)
+{
+	*(unsigned long long *)sum += (unsigned long long)st->active_objs * s->size;
+}
+
 unsigned long long slab_bytes_in_use(void)
 {
 	unsigned long long n = 0;
-	kmm_lock(&slab_mutex);
-	struct list_head *pos;
-	list_for_each(pos, &slab_caches)
-	{
-		struct kmm_cache *s = list_entry(pos, struct kmm_cache, list);
-		struct kmm_cache_stats st;
-		kmm_cache_stats(s, &st);
-		n += (unsigned long long)st.active_objs * s->size;
-	}
-	kmm_unlock(&slab_mutex);
+	for_each_cache_stats(add_bytes_in_use, &n);
 	return n;
 }
 

@@ -167,7 +167,8 @@ static always_inline bool slab_cpu_push(const struct kmm_cache *s, struct kmem_c
 
 /* Allocate/free through a cache; used by kmalloc with the checks done. */
 void *slab_alloc(struct kmm_cache *s, unsigned flags);
-void slab_free_checked(struct kmm_cache *s, struct page *slab, void *obj, const char *fn);
+/* Free an object whose pointer the caller has checked (slab_check_object). */
+void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const char *fn);
 /* Abort with a report naming @fn unless @obj is the start of a slot of @slab. */
 void slab_check_object(const struct kmm_cache *s, struct page *slab, const void *obj,
 		       const char *fn);
