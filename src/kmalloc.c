@@ -46,12 +46,13 @@ static char kmalloc_names[NR_KMALLOC_CLASSES][32];
 struct huge_block {
 	void *addr;
 	size_t size;   /* usable bytes (page multiple) */
+	size_t len;    /* bytes mapped (>= size: a reused mapping may be longer) */
 };
 static struct kmm_cache huge_block_cache;
 #define HUGE_CACHE_ID (NR_KMALLOC_CLASSES)
 
 /* Counters of the blocks that bypass the slabs (relaxed atomics). */
-static unsigned long long large_bytes, huge_bytes;
+static unsigned long long large_bytes, huge_bytes, huge_mapped;
 static unsigned long large_blocks, huge_blocks;
 
 void kmalloc_init(void);
@@ -107,18 +108,20 @@ static noinline void *kmalloc_huge(size_t size, size_t align, unsigned flags)
 	struct huge_block *hb = slab_alloc(&huge_block_cache, flags & ~KMM_GFP_ZERO);
 	if (!hb)
 		return NULL;
-	void *p = os_map_aligned(bytes, MAX(align, KMM_SECTION_SIZE));
+	/* With KMM_GFP_ZERO only a fresh mapping will do: it reads as zero. */
+	void *p = huge_map(bytes, MAX(align, KMM_SECTION_SIZE), flags & KMM_GFP_ZERO, &hb->len);
 	if (!p)
 		goto fail;
 	hb->addr = p;
 	hb->size = bytes;
-	if (pagemap_set(p, huge_span(bytes), hb, PAGEMAP_HUGE) != 0) {
-		os_unmap(p, bytes);
+	if (pagemap_set(p, huge_span(hb->len), hb, PAGEMAP_HUGE) != 0) {
+		huge_unmap(p, hb->len);
 		goto fail;
 	}
 	__atomic_fetch_add(&huge_bytes, bytes, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&huge_mapped, hb->len, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&huge_blocks, 1, __ATOMIC_RELAXED);
-	return p; /* fresh mappings read as zero: KMM_GFP_ZERO needs nothing */
+	return p;
 fail:
 	kmm_cache_free(&huge_block_cache, hb);
 	errno = ENOMEM;
@@ -128,42 +131,49 @@ fail:
 static void kfree_huge(struct huge_block *hb)
 {
 	__atomic_fetch_sub(&huge_bytes, hb->size, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&huge_mapped, hb->len, __ATOMIC_RELAXED);
 	__atomic_fetch_sub(&huge_blocks, 1, __ATOMIC_RELAXED);
-	pagemap_set(hb->addr, huge_span(hb->size), NULL, PAGEMAP_NONE);
-	os_unmap(hb->addr, hb->size);
+	pagemap_set(hb->addr, huge_span(hb->len), NULL, PAGEMAP_NONE);
+	huge_unmap(hb->addr, hb->len);
 	kmm_cache_free(&huge_block_cache, hb);
 }
 
-/* Resize a huge block without copying: in place, else moved by mremap. */
+/* Resize a huge block without copying: within its mapping, in place, else moved by mremap. */
 static bool krealloc_huge(struct huge_block *hb, size_t size)
 {
 	size_t bytes = ALIGN_UP(size, KMM_PAGE_SIZE);
-	if (bytes == hb->size)
-		return true;
-	if (huge_span(bytes) == huge_span(hb->size) &&
-	    os_remap_inplace(hb->addr, hb->size, bytes) == 0) {
+	if (bytes <= hb->len && bytes >= hb->len / 2) {
+		/* The mapping has room (or does not waste half of itself): no call. */
 		__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
 		hb->size = bytes;
 		return true;
 	}
-	if (bytes < hb->size)
+	if (huge_span(bytes) == huge_span(hb->len) &&
+	    os_remap_inplace(hb->addr, hb->len, bytes) == 0) {
+		__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&huge_mapped, bytes - hb->len, __ATOMIC_RELAXED);
+		hb->size = hb->len = bytes;
+		return true;
+	}
+	if (bytes < hb->len)
 		return false; /* shrinking in place failed: unheard of; copy instead */
 	/*
 	 * Unpublish the old span before the move: once mremap has vacated it,
 	 * another thread may map a section there and publish it, and a late
 	 * clear would wipe that entry out.
 	 */
-	pagemap_set(hb->addr, huge_span(hb->size), NULL, PAGEMAP_NONE);
-	void *p = os_remap_aligned(hb->addr, hb->size, bytes, KMM_SECTION_SIZE);
+	pagemap_set(hb->addr, huge_span(hb->len), NULL, PAGEMAP_NONE);
+	void *p = os_remap_aligned(hb->addr, hb->len, bytes, KMM_SECTION_SIZE);
 	if (!p) {
-		pagemap_set(hb->addr, huge_span(hb->size), hb, PAGEMAP_HUGE); /* leaves exist */
+		pagemap_set(hb->addr, huge_span(hb->len), hb, PAGEMAP_HUGE); /* leaves exist */
 		return false;
 	}
 	if (pagemap_set(p, huge_span(bytes), hb, PAGEMAP_HUGE) != 0)
 		kmm_fatal("krealloc", "cannot map the moved block %p", p); /* leaves exist: can't happen */
 	__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&huge_mapped, bytes - hb->len, __ATOMIC_RELAXED);
 	hb->addr = p;
-	hb->size = bytes;
+	hb->size = hb->len = bytes;
 	return true;
 }
 
@@ -364,8 +374,12 @@ void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn)
 		}
 		break;
 	case BLOCK_HUGE:
-		if (size > KMALLOC_MAX_PAGES_SIZE && krealloc_huge(b.hb, size))
-			return b.hb->addr; /* new pages read as zero */
+		if (size > KMALLOC_MAX_PAGES_SIZE && krealloc_huge(b.hb, size)) {
+			/* A reused or shrunk mapping may hold old bytes past @old. */
+			if ((flags & KMM_GFP_ZERO) && size > old)
+				memset((char *)b.hb->addr + old, 0, size - old);
+			return b.hb->addr;
+		}
 		break;
 	}
 	void *q = kmalloc_core(size, 0, flags & ~KMM_GFP_ZERO);
@@ -404,5 +418,6 @@ void kmalloc_totals(struct kmalloc_totals *t)
 	t->large_bytes = __atomic_load_n(&large_bytes, __ATOMIC_RELAXED);
 	t->large_blocks = __atomic_load_n(&large_blocks, __ATOMIC_RELAXED);
 	t->huge_bytes = __atomic_load_n(&huge_bytes, __ATOMIC_RELAXED);
+	t->huge_mapped = __atomic_load_n(&huge_mapped, __ATOMIC_RELAXED) + huge_cached_bytes();
 	t->huge_blocks = __atomic_load_n(&huge_blocks, __ATOMIC_RELAXED);
 }

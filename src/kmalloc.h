@@ -65,6 +65,7 @@ struct kmalloc_totals {
 	unsigned long long large_bytes;  /* page runs handed out */
 	unsigned long large_blocks;
 	unsigned long long huge_bytes;   /* blocks mapped on their own */
+	unsigned long long huge_mapped;  /* their mappings, and freed ones kept for reuse */
 	unsigned long huge_blocks;
 };
 void kmalloc_totals(struct kmalloc_totals *t);

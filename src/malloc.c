@@ -96,7 +96,7 @@ static void *do_realloc(void *p, size_t size, const char *fn)
  * The fast paths.  malloc: the size's class, the thread's slot for it
  * (kmalloc caches live in the inline first chunk of slots), pop.  free: the
  * pagemap entry, the frame's descriptor, its slab, the slot-start check, and
- * a push if the slab is the thread's active one.  No lock, no atomic, every
+ * a push on the slab's owner-local list if the thread holds the slab.  No lock, no atomic, every
  * check kept; anything else goes to the general paths above.
  */
 static noinline void *malloc_slow(size_t size) { return do_malloc(size); }
@@ -109,6 +109,7 @@ KMM_EXPORT void *malloc(size_t size)
 		void *obj = kmalloc_cpu_pop(&t->first[idx]);
 		if (likely(obj != NULL))
 			return obj;
+		return slab_alloc_refill(&kmalloc_caches[idx], &t->first[idx], MALLOC_FLAGS);
 	}
 	return malloc_slow(size);
 }
@@ -127,10 +128,7 @@ KMM_EXPORT void free(void *p)
 		if (likely(flags & PG_slab)) {
 			struct kmm_cache *s = slab->slab_cache;
 			check_object(s, slab, p, "free");
-			/* kmalloc caches' slots are in the inline first chunk. */
-			struct kmem_cache_cpu *c =
-				likely(s->id < SLOTS_PER_CHUNK) ? &t->first[s->id] : cpu_slot(t, s->id);
-			if (likely(c != NULL) && slab_cpu_push(s, c, slab, p, "free"))
+			if (likely(slab_local_push(s, t, slab, p, "free")))
 				return;
 			slab_free_slow(s, slab, p, "free");
 			return;

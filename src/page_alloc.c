@@ -655,6 +655,130 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr)
 	return true;
 }
 
+/* ---- mappings beyond the largest block ----
+ * A block above 4 MiB is a mapping of its own (kmalloc's huge blocks).
+ * Mapping, faulting in and unmapping 4..32 MiB each time costs far more
+ * than the work a program does with it, so freed mappings are kept, like
+ * free blocks: at most HUGE_CACHE_SLOTS of them within HUGE_CACHE_BYTES,
+ * each until KMM_DECAY_MS after its free (zone_decay() and the background
+ * thread unmap them then; kmm_trim() at once).  A request takes the
+ * smallest kept mapping that fits, and cuts off its tail if it is over 5/4 of
+ * the request, so a block wastes at most a quarter.  The zone lock guards the cache; the system calls are
+ * made without it.
+ */
+
+/* Take cached mappings freed before @cutoff (all: UINT64_MAX) off the cache into @out. */
+static unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_cached *out)
+{
+	unsigned n = 0, kept = 0;
+	for (unsigned i = 0; i < z->nr_huge_cached; i++) {
+		struct huge_cached *e = &z->huge_cache[i];
+		if (e->freed_ms < cutoff) {
+			out[n++] = *e;
+			z->huge_cached_bytes -= e->len;
+		} else {
+			z->huge_cache[kept++] = *e;
+		}
+	}
+	z->nr_huge_cached = kept;
+	return n;
+}
+
+static void huge_unmap_all(const struct huge_cached *e, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		os_unmap(e[i].addr, e[i].len);
+}
+
+static uint64_t huge_cutoff(uint64_t now)
+{
+	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
+	return now > delay ? now - delay : 0;
+}
+
+void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
+{
+	struct zone *z = &zone_normal;
+	struct huge_cached old[HUGE_CACHE_SLOTS], got = {NULL, 0, 0};
+	unsigned nold = 0;
+	if (!zero && align <= KMM_SECTION_SIZE && __atomic_load_n(&z->nr_huge_cached, __ATOMIC_RELAXED)) {
+		kmm_lock(&z->lock);
+		nold = huge_cache_expire(z, huge_cutoff(kmm_now_ms()), old);
+		unsigned best = HUGE_CACHE_SLOTS;
+		for (unsigned i = 0; i < z->nr_huge_cached; i++) {
+			size_t l = z->huge_cache[i].len;
+			if (l >= bytes && (best == HUGE_CACHE_SLOTS || l < z->huge_cache[best].len))
+				best = i;
+		}
+		if (best < HUGE_CACHE_SLOTS) {
+			got = z->huge_cache[best];
+			z->huge_cached_bytes -= got.len;
+			z->huge_cache[best] = z->huge_cache[--z->nr_huge_cached];
+		}
+		kmm_unlock(&z->lock);
+		huge_unmap_all(old, nold);
+	}
+	if (got.addr) {
+		/* Much too long: its tail goes (one munmap is still cheaper than faults). */
+		if (got.len - bytes > bytes / 4) {
+			os_unmap((char *)got.addr + bytes, got.len - bytes);
+			got.len = bytes;
+		}
+		*len = got.len;
+		return got.addr;
+	}
+	void *p = os_map_aligned(bytes, MAX(align, (size_t)KMM_SECTION_SIZE));
+	if (!p)
+		errno = ENOMEM;
+	*len = bytes;
+	return p;
+}
+
+void huge_unmap(void *addr, size_t len)
+{
+	struct zone *z = &zone_normal;
+	struct huge_cached old[HUGE_CACHE_SLOTS + 1];
+	unsigned nold = 0;
+	if (len > HUGE_CACHE_BYTES || kmm_tunable(KMM_TUNE_DECAY_MS) == 0) {
+		os_unmap(addr, len);
+		return;
+	}
+	uint64_t now = kmm_now_ms();
+	kmm_lock(&z->lock);
+	nold = huge_cache_expire(z, huge_cutoff(now), old);
+	/* Make room: the oldest go (entries are kept in no order; find it). */
+	while (z->nr_huge_cached == HUGE_CACHE_SLOTS || z->huge_cached_bytes + len > HUGE_CACHE_BYTES) {
+		unsigned oldest = 0;
+		for (unsigned i = 1; i < z->nr_huge_cached; i++)
+			if (z->huge_cache[i].freed_ms < z->huge_cache[oldest].freed_ms)
+				oldest = i;
+		old[nold++] = z->huge_cache[oldest];
+		z->huge_cached_bytes -= z->huge_cache[oldest].len;
+		z->huge_cache[oldest] = z->huge_cache[--z->nr_huge_cached];
+	}
+	if (unlikely(z->decay_thread_waits) && z->nr_huge_cached == 0)
+		pthread_cond_signal(&z->decay_wait);
+	z->huge_cache[z->nr_huge_cached++] = (struct huge_cached){addr, len, now};
+	z->huge_cached_bytes += len;
+	kmm_unlock(&z->lock);
+	huge_unmap_all(old, nold);
+	decay_thread_maybe_start(z);
+}
+
+size_t huge_cached_bytes(void)
+{
+	return __atomic_load_n(&zone_normal.huge_cached_bytes, __ATOMIC_RELAXED);
+}
+
+/* When the oldest cached mapping is due (UINT64_MAX: none).  Zone lock held. */
+static uint64_t huge_cache_due(struct zone *z)
+{
+	uint64_t oldest = UINT64_MAX;
+	for (unsigned i = 0; i < z->nr_huge_cached; i++)
+		oldest = MIN(oldest, z->huge_cache[i].freed_ms);
+	return oldest == UINT64_MAX ? oldest : oldest + (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
+}
+
 /* ---- giving memory back ---- */
 
 #define DECAY_BATCH 16
@@ -673,6 +797,15 @@ unsigned long zone_decay(struct zone *z, bool force)
 	uint64_t now = kmm_now_ms();
 	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
 	__atomic_store_n(&z->last_decay_ms, now, __ATOMIC_RELAXED);
+	struct huge_cached huge[HUGE_CACHE_SLOTS];
+	unsigned nhuge = huge_cache_expire(z, force ? UINT64_MAX : huge_cutoff(now), huge);
+	if (nhuge) {
+		kmm_unlock(&z->lock);
+		for (unsigned i = 0; i < nhuge; i++)
+			given += huge[i].len >> KMM_PAGE_SHIFT;
+		huge_unmap_all(huge, nhuge);
+		kmm_lock(&z->lock);
+	}
 	for (;;) {
 		unsigned n = 0;
 		while (n < DECAY_BATCH && !list_empty(&z->decay_list)) {
@@ -734,6 +867,7 @@ unsigned long zone_decay(struct zone *z, bool force)
 	return given;
 }
 
+
 /* ---- the background decay thread ----
  * Decay otherwise runs only on the allocator's slow paths, so a program
  * that frees its heap and then idles would keep its RSS.  Once the zone has
@@ -756,12 +890,15 @@ static void *decay_thread_main(void *arg)
 	kmm_lock(&z->lock);
 	for (;;) {
 		z->decay_thread_waits = true;
-		if (list_empty(&z->decay_list) || !kmm_tunable(KMM_TUNE_BACKGROUND)) {
+		uint64_t due = huge_cache_due(z);
+		if (!list_empty(&z->decay_list)) {
+			struct page *oldest = list_first_entry(&z->decay_list, struct page, decay);
+			due = MIN(due, oldest->freed_ms + (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS));
+		}
+		if (due == UINT64_MAX || !kmm_tunable(KMM_TUNE_BACKGROUND)) {
 			pthread_cond_wait(&z->decay_wait, &z->lock);
 			continue;
 		}
-		struct page *oldest = list_first_entry(&z->decay_list, struct page, decay);
-		uint64_t due = oldest->freed_ms + (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
 		uint64_t now = kmm_now_ms();
 		if (now < due) {
 			struct timespec ts;
@@ -783,7 +920,7 @@ static void decay_thread_maybe_start(struct zone *z)
 	    !kmm_tunable(KMM_TUNE_BACKGROUND))
 		return;
 	kmm_lock(&z->lock);
-	bool big = z->managed_pages * KMM_PAGE_SIZE >= BACKGROUND_MIN_BYTES;
+	bool big = z->managed_pages * KMM_PAGE_SIZE >= BACKGROUND_MIN_BYTES || z->nr_huge_cached;
 	kmm_unlock(&z->lock);
 	if (!big)
 		return;

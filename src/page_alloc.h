@@ -34,17 +34,24 @@ enum {
 };
 
 struct kmm_cache;
+struct slab_thread;
 
 /*
- * One frame's descriptor.  The union holds what the frame's state needs; a
- * page that is neither a block head nor a compound tail has flags 0 and its
- * other fields mean nothing.
+ * One frame's descriptor (56 bytes).  The union holds what the frame's state
+ * needs; a page that is neither a block head nor a compound tail has flags 0
+ * and its other fields mean nothing.
  */
 struct page {
 	uint16_t flags;    /* PG_*; written under the zone lock or by the block's owner */
 	uint8_t order;     /* block order (heads) */
-	uint8_t pad;
-	uint32_t nr_pages; /* PG_large: pages in the kmalloc block */
+	uint8_t held;      /* PG_slab, holder-only: where its holder keeps it (slab.h) */
+	union {
+		uint32_t nr_pages; /* PG_large: pages in the kmalloc block */
+		struct {
+			uint16_t objects;  /* PG_slab: slots in the slab */
+			uint16_t nr_local; /* holder-only: objects on local_free (held != ACTIVE) */
+		};
+	};
 	union {
 		/* PG_buddy / PG_pcp / PG_isolated heads */
 		struct {
@@ -58,7 +65,14 @@ struct page {
 			/* freelist | inuse | frozen, changed by CAS only (see slab.c) */
 			uint64_t counters;
 			struct list_head slab_list; /* node partial list, or cpu partial (next only) */
-			uint16_t objects;           /* slots in the slab */
+			/*
+			 * The thread holding the slab frozen (NULL when unfrozen), and
+			 * the objects that thread freed to it since: only the holder
+			 * touches local_free; others read owner (relaxed) to learn that
+			 * the slab is not theirs.
+			 */
+			struct slab_thread *owner;
+			void *local_free;
 		};
 		/* PG_tail */
 		struct page *head;
@@ -82,6 +96,7 @@ struct mem_section {
 	uint64_t resident[KMM_SECTION_PAGES / 64];
 	struct page mem_map[KMM_SECTION_PAGES];
 };
+_Static_assert(sizeof(struct page) == 56, "struct page grew");
 _Static_assert(sizeof(struct mem_section) <= SECTION_DESC_SIZE, "mem_section too big");
 
 struct free_area {
@@ -92,6 +107,8 @@ struct free_area {
 #define ZONE_MAX_SECTIONS 16384 /* 64 GiB per zone */
 #define PCP_MAX_ORDER 3         /* the kernel's PAGE_ALLOC_COSTLY_ORDER */
 #define DECAY_MIN_ORDER 4       /* free blocks of >= 64 KiB are decommitted after a delay */
+#define HUGE_CACHE_SLOTS 16
+#define HUGE_CACHE_BYTES (128ul << 20)
 
 /*
  * A zone.  Every field below lock is guarded by it; fields read without it
@@ -126,6 +143,17 @@ struct zone {
 	unsigned free_slot_top;        /* stack of free section[] slots */
 	unsigned *free_slots;
 	struct mem_section **section;  /* [ZONE_MAX_SECTIONS], index = pfn / KMM_SECTION_PAGES */
+	/*
+	 * Freed mappings beyond the largest block, kept for reuse (oldest
+	 * first) until KMM_DECAY_MS after their free, within HUGE_CACHE_BYTES.
+	 */
+	struct huge_cached {
+		void *addr;
+		size_t len;
+		uint64_t freed_ms;
+	} huge_cache[HUGE_CACHE_SLOTS];
+	unsigned nr_huge_cached;
+	size_t huge_cached_bytes;
 };
 
 /*
@@ -217,6 +245,19 @@ void shrink_pages_exact(struct page *page, unsigned long new_nr);
 bool grow_pages_exact(struct page *page, unsigned long new_nr);
 
 /* Mark/unmark the tails of a block as belonging to @head (compound pages). */
+/*
+ * A mapping of @bytes (a page multiple beyond the largest block) aligned to
+ * @align (a power of two, at least a section): the smallest cached freed
+ * one that fits when @zero is false (its tail cut off beyond 5/4 of
+ * @bytes), else a fresh one (which reads as zero).  Its length, >= @bytes,
+ * goes to *@len.  NULL with errno ENOMEM.
+ */
+void *huge_map(size_t bytes, size_t align, bool zero, size_t *len);
+/* Give back a mapping huge_map() returned: cached for reuse, or unmapped. */
+void huge_unmap(void *addr, size_t len);
+/* Bytes of freed mappings kept mapped for reuse. */
+size_t huge_cached_bytes(void);
+
 void prep_compound(struct page *head, unsigned order);
 void clear_compound(struct page *head, unsigned order);
 

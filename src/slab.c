@@ -17,31 +17,51 @@
  *             addresses fit in 47 bits, so one word holds both here.
  *
  * A slab is in exactly one of these states:
- *   frozen    held by one thread: its active slab (kmem_cache_cpu.slab) or
- *             one on its cpu partial list.  Only the holder allocates from it.
+ *   frozen    held by one thread (page.owner): its active slab
+ *             (kmem_cache_cpu.slab), one on its cpu partial list, or one on
+ *             its full list.  Only the holder allocates from it.
  *   partial   unfrozen, on the cache's node partial list (list_lock), with
  *             free objects (or empty, kept as one of min_partial).
  *   full      unfrozen, freelist empty, on no list.
  *
- * Allocation fast path (no lock, no atomic): pop the thread's private
- * freelist of its active slab.  When that runs dry, take the slab's shared
- * freelist (what other threads freed) with one CAS; if it is empty the slab
- * goes full and unfrozen, and the thread moves on to its cpu partial slabs,
- * then the node partial list (taking a few slabs under one lock), then a new
- * slab from the page allocator, whose objects are constructed then and only
- * then.
+ * A frozen slab's free objects are on three lists: the holder's private
+ * freelist (kmem_cache_cpu.freelist, active slab only), the slab's
+ * owner-local list (page.local_free: what the holder freed to it since it
+ * froze it), and the shared freelist in the slab word (what other threads
+ * freed).  Objects on the first two count as in use in the word.
  *
- * Free fast path: an object of the thread's own active slab goes on the
- * private freelist.  Any other free is one CAS pushing the object on the
- * slab's shared freelist (lock-free; never waits for the slab's holder).
- * Two transitions need more (the kernel's __slab_free):
+ * Unlike the kernel's SLUB, a thread keeps the slabs it ran dry: they stay
+ * frozen on its full list instead of going unfrozen, so that its own frees to
+ * them stay local and cheap (mimalloc's pages work the same way); this is
+ * what makes random replacement (larson) fast.  Other threads' frees to them
+ * go on their shared freelists as to any frozen slab, and a refill that finds
+ * no partial slab looks at a few full ones, oldest first, for such objects
+ * before it goes to the node list.
+ *
+ * Allocation fast path (no lock, no atomic): pop the thread's private
+ * freelist.  When that runs dry, take the active slab's owner-local list (no
+ * atomic), else its shared freelist with one CAS; if both are empty the slab
+ * goes on the thread's full list, and the thread moves on to its cpu partial
+ * slabs, then its full slabs that others freed to, then the node partial
+ * list (taking a few slabs under one lock), then a new slab from the page
+ * allocator, whose objects are constructed then and only then.
+ *
+ * Free fast path: an object of any slab the thread holds goes on that slab's
+ * owner-local list (the mimalloc shape: a thread's frees to its own slabs
+ * never need an atomic, whichever slab is active).  Any other free is one CAS
+ * pushing the object on the slab's shared freelist (lock-free; never waits
+ * for the slab's holder).
+ * Two transitions of unfrozen slabs need more (the kernel's __slab_free):
  *   full -> partial   the freeing thread freezes the slab in the same CAS and
  *                     keeps it on its own cpu partial list: still no lock.
  *   partial -> empty  the slab sits on the node list: list_lock is taken
  *                     before the CAS, and the slab is freed if the node
  *                     already keeps min_partial slabs.
  * A thread's cpu partial list is bounded (cpu_partial_slabs); past the bound
- * it is unfrozen onto the node list in one locked pass.
+ * it is unfrozen onto the node list in one locked pass, which is where the
+ * empty slabs a thread's frees make go back to the page allocator.  A
+ * thread's full slabs are unbounded (they hold no free object it could
+ * use), and are unfrozen when the thread exits or flushes.
  *
  * Memory ordering: a freer writes the object's free pointer, then publishes
  * it with a release CAS; whoever takes the freelist does so with an acquire
@@ -86,6 +106,11 @@ static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t ne
 
 
 
+static always_inline void set_owner(struct page *slab, struct slab_thread *t)
+{
+	__atomic_store_n(&slab->owner, t, __ATOMIC_RELAXED);
+}
+
 /* Definitions of what slab.h declares for the inline fast paths. */
 uintptr_t free_magic;
 __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
@@ -112,6 +137,14 @@ static kmm_lock_t slab_threads_lock = KMM_LOCK_INIT;
 static struct list_head slab_threads = {&slab_threads, &slab_threads};
 
 
+static void slots_init(struct kmem_cache_cpu *c, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		list_init(&c[i].partial);
+		list_init(&c[i].full);
+	}
+}
+
 /*
  * The calling thread's slot for cache @id, made on demand with @flags; NULL
  * with errno ENOMEM, or NULL after the thread's exit hook ran.
@@ -127,6 +160,7 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 		if (!pg)
 			return NULL;
 		t = page_to_virt(pg);
+		slots_init(t->first, SLOTS_PER_CHUNK);
 		t->chunk[0] = t->first;
 		kmm_lock(&slab_threads_lock);
 		list_add(&t->registry, &slab_threads);
@@ -140,9 +174,28 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 	struct page *pg = alloc_pages(flags, 0);
 	if (!pg)
 		return NULL;
+	slots_init(page_to_virt(pg), SLOTS_PER_CHUNK);
 	__atomic_store_n(&t->chunk[id / SLOTS_PER_CHUNK], (struct kmem_cache_cpu *)page_to_virt(pg),
 			 __ATOMIC_RELEASE);
 	return cpu_slot(t, id);
+}
+
+/* Append @slab, just frozen by this thread or moved from its full list, to its cpu partial list. */
+static void cpu_partial_add(struct kmem_cache_cpu *c, struct page *slab)
+{
+	slab->held = HELD_PARTIAL;
+	slab->nr_local = 0;
+	list_add_tail(&slab->slab_list, &c->partial);
+	c->nr_partial++;
+}
+
+/* Take @slab off the thread's cpu partial list. */
+static void cpu_partial_del(struct kmem_cache_cpu *c, struct page *slab)
+{
+	list_del(&slab->slab_list);
+	c->nr_partial--;
+	if (slab == c->empty)
+		c->empty = NULL;
 }
 
 /* ---- the node partial list (list_lock held) ---- */
@@ -169,7 +222,10 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	set_page_flags(slab, PG_head | PG_slab);
 	prep_compound(slab, s->order);
 	slab->slab_cache = s;
-	slab->objects = (uint16_t)s->objects;
+	slab->objects = s->objects;
+	slab->local_free = NULL;
+	slab->held = HELD_ACTIVE;
+	set_owner(slab, slab_tls);
 	char *base = page_to_virt(slab);
 	for (unsigned i = 0; i < s->objects; i++) {
 		char *obj = base + (size_t)i * s->size;
@@ -205,81 +261,139 @@ static void discard_chain(struct kmm_cache *s, struct page *chain)
 }
 
 /*
- * Take the shared freelist of the thread's active slab (the kernel's
- * get_freelist).  If it is empty the slab becomes full and unfrozen in the
- * same CAS, and NULL is returned.
+ * Next objects for the holder of @slab: its owner-local list if it has one
+ * (no atomic), else its shared freelist, taken with one CAS.  NULL if both
+ * are empty; the slab stays frozen either way.
  */
-static void *get_freelist(struct kmm_cache *s, struct page *slab)
+static void *take_objects(struct kmm_cache *s, struct page *slab)
 {
-	uint64_t old = slab_word(slab), new;
-	do {
-		void *fl = sw_freelist(old);
-		new = fl ? sw_pack(NULL, s->objects, true) : sw_pack(NULL, sw_inuse(old), false);
-	} while (!slab_cas(slab, &old, new));
-	return sw_freelist(old);
+	void *fl = slab->local_free;
+	if (fl) {
+		slab->local_free = NULL;
+		slab->nr_local = 0;
+		return fl;
+	}
+	uint64_t old = slab_word(slab);
+	while (sw_freelist(old)) {
+		if (slab_cas(slab, &old, sw_pack(NULL, s->objects, true)))
+			return sw_freelist(old);
+	}
+	return NULL;
 }
 
-static void freeze(struct page *slab)
+static void freeze(struct page *slab, struct slab_thread *t)
 {
 	uint64_t old = slab_word(slab);
 	while (!slab_cas(slab, &old, old | SW_FROZEN))
 		;
+	set_owner(slab, t);
 }
 
-/* Unfreeze the thread's cpu partial slabs onto the node list (unfreeze_partials). */
-static void unfreeze_partials(struct kmm_cache *s, struct kmem_cache_cpu *c)
+/*
+ * Chain the holder's free objects of @slab - @freelist, then the slab's
+ * owner-local list - into one list; its tail in *@tailp, its length in *@np.
+ * A cycle (a double free the canary could not see) aborts.
+ */
+static void *join_private(struct kmm_cache *s, struct page *slab, void *freelist, void **tailp,
+			  unsigned *np)
 {
-	struct page *list = c->partial, *discard = NULL;
-	c->partial = NULL;
-	c->nr_partial = 0;
+	void *lists[2] = {freelist, slab->local_free}, *head = NULL, *tail = NULL;
+	unsigned k = 0;
+	slab->local_free = NULL;
+	slab->nr_local = 0;
+	for (unsigned i = 0; i < 2; i++) {
+		if (!lists[i])
+			continue;
+		if (tail)
+			set_freepointer(s, tail, lists[i]);
+		else
+			head = lists[i];
+		for (void *p = lists[i]; p; p = get_freepointer(s, p)) {
+			tail = p;
+			KMM_CHECK(++k <= s->objects, "kmm_cache_free",
+				  "cache %s: freelist of slab %p is corrupted (a cycle: double free?)",
+				  s->name, page_to_virt(slab));
+		}
+	}
+	*tailp = tail;
+	*np = k;
+	return head;
+}
+
+/*
+ * Unfreeze @slab, which the caller holds, with its private objects @freelist
+ * (the kernel's deactivate_slab, under list_lock): everything the holder had
+ * goes back to the shared freelist, and the slab onto the node list if it
+ * has free objects.  Returns true when the slab is empty and the node keeps
+ * enough: the caller discards it after dropping the lock.
+ */
+static bool unfreeze_slab(struct kmm_cache *s, struct page *slab, void *freelist)
+{
+	void *tail;
+	unsigned k;
+	void *head = join_private(s, slab, freelist, &tail, &k);
+	set_owner(slab, NULL);
+	slab->held = HELD_ACTIVE;
+	uint64_t old = slab_word(slab), new;
+	do {
+		void *shared = sw_freelist(old);
+		if (tail)
+			set_freepointer(s, tail, shared);
+		new = sw_pack(head ? head : shared, sw_inuse(old) - k, false);
+	} while (!slab_cas(slab, &old, new));
+	if (sw_inuse(new) == 0 && s->nr_partial >= s->min_partial)
+		return true;
+	if (sw_freelist(new))
+		partial_add(s, slab);
+	return false;
+}
+
+/*
+ * Unfreeze the oldest @n of the thread's cpu partial slabs (all of them if
+ * @n >= nr_partial) onto the node list (the kernel's unfreeze_partials).
+ */
+static void unfreeze_partials(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned n)
+{
+	struct page *discard = NULL;
 	kmm_lock(&s->list_lock);
-	while (list) {
-		struct page *slab = list;
-		list = (struct page *)slab->slab_list.next;
-		uint64_t old = slab_word(slab), new;
-		do
-			new = old & ~SW_FROZEN;
-		while (!slab_cas(slab, &old, new));
-		if (sw_inuse(new) == 0 && s->nr_partial >= s->min_partial) {
+	while (n-- && !list_empty(&c->partial)) {
+		struct page *slab = list_first_entry(&c->partial, struct page, slab_list);
+		cpu_partial_del(c, slab);
+		if (unfreeze_slab(s, slab, NULL)) {
 			slab->slab_list.next = (struct list_head *)discard;
 			discard = slab;
-		} else {
-			partial_add(s, slab);
 		}
 	}
 	kmm_unlock(&s->list_lock);
 	discard_chain(s, discard);
 }
 
-/*
- * Give back the thread's active slab together with its private freelist
- * (the kernel's deactivate_slab).
- */
+/* Give back the thread's active slab together with its private freelist. */
 static void deactivate_slab(struct kmm_cache *s, struct page *slab, void *freelist)
 {
-	unsigned k = 0;
-	void *tail = NULL;
-	for (void *p = freelist; p; p = get_freepointer(s, p)) {
-		tail = p;
-		KMM_CHECK(++k <= s->objects, "kmm_cache_free", "cache %s: freelist of slab %p is corrupted "
-			  "(a cycle: double free?)", s->name, page_to_virt(slab));
-	}
 	kmm_lock(&s->list_lock);
-	uint64_t old = slab_word(slab), new;
-	do {
-		void *shared = sw_freelist(old);
-		if (tail)
-			set_freepointer(s, tail, shared);
-		new = sw_pack(tail ? freelist : shared, sw_inuse(old) - k, false);
-	} while (!slab_cas(slab, &old, new));
-	if (sw_inuse(new) == 0 && s->nr_partial >= s->min_partial) {
-		kmm_unlock(&s->list_lock);
-		discard_slab(s, slab);
-		return;
-	}
-	if (sw_freelist(new))
-		partial_add(s, slab);
+	bool discard = unfreeze_slab(s, slab, freelist);
 	kmm_unlock(&s->list_lock);
+	if (discard)
+		discard_slab(s, slab);
+}
+
+/* Unfreeze the thread's full slabs (at exit, flush, destroy). */
+static void unfreeze_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
+{
+	struct list_head *full = &c->full;
+	struct page *discard = NULL;
+	kmm_lock(&s->list_lock);
+	while (!list_empty(full)) {
+		struct page *slab = list_first_entry(full, struct page, slab_list);
+		list_del(&slab->slab_list);
+		if (unfreeze_slab(s, slab, NULL)) {
+			slab->slab_list.next = (struct list_head *)discard;
+			discard = slab;
+		}
+	}
+	kmm_unlock(&s->list_lock);
+	discard_chain(s, discard);
 }
 
 static void flush_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c)
@@ -289,14 +403,22 @@ static void flush_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c)
 		c->slab = NULL;
 		c->freelist = NULL;
 	}
-	if (c->partial)
-		unfreeze_partials(s, c);
+	if (!list_empty(&c->partial))
+		unfreeze_partials(s, c, c->nr_partial);
+	if (!list_empty(&c->full))
+		unfreeze_full(s, c);
 }
 
 /* The cache a non-empty slot belongs to. */
-static struct kmm_cache *slot_cache(const struct kmem_cache_cpu *c)
+static struct kmm_cache *slot_cache(struct kmem_cache_cpu *c)
 {
-	return c->slab ? c->slab->slab_cache : c->partial ? c->partial->slab_cache : NULL;
+	if (c->slab)
+		return c->slab->slab_cache;
+	if (!list_empty(&c->partial))
+		return list_first_entry(&c->partial, struct page, slab_list)->slab_cache;
+	if (!list_empty(&c->full))
+		return list_first_entry(&c->full, struct page, slab_list)->slab_cache;
+	return NULL;
 }
 
 /* Flush every slot of thread @t.  slab_threads_lock held. */
@@ -324,43 +446,74 @@ static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
 	if (!__atomic_load_n(&s->nr_partial, __ATOMIC_RELAXED))
 		return false;
 	unsigned want = 1 + s->cpu_partial_slabs / 2, got = 0;
+	struct slab_thread *t = slab_tls;
 	kmm_lock(&s->list_lock);
 	while (got < want && !list_empty(&s->partial)) {
 		struct page *slab = list_first_entry(&s->partial, struct page, slab_list);
 		partial_del(s, slab);
-		freeze(slab);
+		freeze(slab, t);
 		if (got++ == 0) {
 			c->slab = slab;
 		} else {
-			slab->slab_list.next = (struct list_head *)c->partial;
-			c->partial = slab;
-			c->nr_partial++;
+			cpu_partial_add(c, slab);
 		}
 	}
 	kmm_unlock(&s->list_lock);
 	return got > 0;
 }
 
+/* Full slabs a refill looks at for other threads' frees before it goes to the node. */
+#define FULL_SCAN 4
+
+/*
+ * Make the oldest of the thread's full slabs that other threads freed to
+ * since the active one; look at FULL_SCAN at most, rotating the others to
+ * the tail.  Returns its objects, or NULL.
+ */
+static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
+{
+	struct list_head *full = &c->full;
+	for (unsigned i = 0; i < FULL_SCAN && !list_empty(full); i++) {
+		struct page *slab = list_first_entry(full, struct page, slab_list);
+		list_del(&slab->slab_list);
+		void *fl = take_objects(s, slab);
+		if (fl) {
+			slab->held = HELD_ACTIVE;
+			c->slab = slab;
+			return fl;
+		}
+		list_add_tail(&slab->slab_list, full);
+	}
+	return NULL;
+}
+
 /* Find the next free object for the thread (the kernel's ___slab_alloc). */
 static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags)
 {
 	for (;;) {
-		if (c->slab) {
-			void *fl = get_freelist(s, c->slab);
+		struct page *slab = c->slab;
+		if (slab) {
+			void *fl = take_objects(s, slab);
 			if (fl)
 				return fl;
-			c->slab = NULL; /* full and unfrozen now */
+			/* Ran dry: keep it, frozen, where our frees and the scan find it. */
+			slab->held = HELD_FULL;
+			list_add_tail(&slab->slab_list, &c->full);
+			c->slab = NULL;
 		}
-		if (c->partial) {
-			c->slab = c->partial;
-			c->partial = (struct page *)c->slab->slab_list.next;
-			c->nr_partial--;
+		if (!list_empty(&c->partial)) {
+			slab = list_first_entry(&c->partial, struct page, slab_list);
+			cpu_partial_del(c, slab);
+			slab->held = HELD_ACTIVE;
+			c->slab = slab;
 			continue;
 		}
+		void *fl = scan_full(s, c);
+		if (fl)
+			return fl;
 		if (get_partial_node(s, c))
 			continue;
-		void *fl;
-		struct page *slab = new_slab(s, flags, &fl);
+		slab = new_slab(s, flags, &fl);
 		if (!slab)
 			return NULL;
 		c->slab = slab;
@@ -389,18 +542,25 @@ static void *take_first(struct kmm_cache *s, struct kmem_cache_cpu *c, void *obj
 
 static noinline void *slab_alloc_exited(struct kmm_cache *s, unsigned flags)
 {
-	struct kmem_cache_cpu tmp = {NULL, NULL, NULL, 0};
+	struct kmem_cache_cpu tmp = {0};
+	slots_init(&tmp, 1);
 	void *obj = take_first(s, &tmp, refill_cpu(s, &tmp, flags), flags);
 	flush_cpu(s, &tmp);
 	return obj;
+}
+
+noinline void *slab_alloc_refill(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags)
+{
+	return take_first(s, c, refill_cpu(s, c, flags), flags);
 }
 
 static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
 {
 	if (unlikely(slab_exited))
 		return slab_alloc_exited(s, flags);
-	struct kmem_cache_cpu *c = cpu_slot_get(s->id, flags);
-	if (!c)
+	struct slab_thread *t = slab_tls;
+	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
+	if (unlikely(!c) && !(c = cpu_slot_get(s->id, flags)))
 		return NULL;
 	return take_first(s, c, refill_cpu(s, c, flags), flags);
 }
@@ -424,13 +584,51 @@ void *slab_alloc(struct kmm_cache *s, unsigned flags)
 
 static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
 {
-	slab->slab_list.next = (struct list_head *)c->partial;
-	c->partial = slab;
-	if (++c->nr_partial > s->cpu_partial_slabs)
-		unfreeze_partials(s, c);
+	cpu_partial_add(c, slab);
+	if (c->nr_partial > s->cpu_partial_slabs)
+		unfreeze_partials(s, c, c->nr_partial / 2); /* the oldest half */
 }
 
-/* A free that is not to the thread's active slab (the kernel's __slab_free). */
+/*
+ * @slab, one of the thread's partial slabs, is empty: keep one such slab per
+ * thread and cache, first in line; give back the others, so that a thread
+ * that frees what it had does not hoard it.
+ */
+static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
+{
+	cpu_partial_del(c, slab);
+	if (!c->empty) {
+		c->empty = slab;
+		list_add(&slab->slab_list, &c->partial);
+		c->nr_partial++;
+		return;
+	}
+	kmm_lock(&s->list_lock);
+	bool discard = unfreeze_slab(s, slab, NULL);
+	kmm_unlock(&s->list_lock);
+	if (discard)
+		discard_slab(s, slab);
+}
+
+noinline void slab_free_held(const struct kmm_cache *cs, struct slab_thread *t, struct page *slab)
+{
+	struct kmm_cache *s = (struct kmm_cache *)cs;
+	struct kmem_cache_cpu *c = cpu_slot(t, s->id);
+	if (slab->held == HELD_FULL) {
+		list_del(&slab->slab_list);
+		cpu_partial_add(c, slab);
+	}
+	/*
+	 * A partial slab whose objects are all on its local list or its shared
+	 * freelist is empty (other threads' frees only ever make it emptier).
+	 */
+	if (++slab->nr_local == sw_inuse(slab_word(slab)))
+		cpu_partial_emptied(s, c, slab);
+	else if (c->nr_partial > s->cpu_partial_slabs)
+		unfreeze_partials(s, c, c->nr_partial / 2); /* the oldest half */
+}
+
+/* A free to a slab the thread does not hold (the kernel's __slab_free). */
 noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
 {
 	struct slab_thread *t = slab_tls;
@@ -471,8 +669,10 @@ noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, 
 	if (was_frozen || frozen) {
 		if (locked)
 			kmm_unlock(&s->list_lock);
-		if (!was_frozen)
+		if (!was_frozen) {
+			set_owner(slab, slab_tls);
 			put_cpu_partial(s, c, slab);
+		}
 		return;
 	}
 	if (!locked)
@@ -493,11 +693,8 @@ static always_inline void slab_free(struct kmm_cache *s, struct page *slab, void
 				    const char *fn)
 {
 	struct slab_thread *t = slab_tls;
-	if (likely(t)) {
-		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
-		if (likely(c) && slab_cpu_push(s, c, slab, obj, fn))
-			return;
-	}
+	if (likely(t) && slab_local_push(s, t, slab, obj, fn))
+		return;
 	slab_free_slow(s, slab, obj, fn);
 }
 
@@ -517,7 +714,7 @@ void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const c
 /* Slab order: >= 8 objects in at most 8 pages if possible, tail waste <= 1/8. */
 static unsigned calculate_order(size_t size)
 {
-	for (unsigned min_objects = 8; min_objects >= 1; min_objects /= 2)
+	for (unsigned min_objects = 32; min_objects >= 1; min_objects /= 2)
 		for (unsigned order = 0; order <= PCP_MAX_ORDER; order++) {
 			size_t bytes = KMM_PAGE_SIZE << order, n = bytes / size;
 			if (n >= min_objects && (bytes - n * size) * 8 <= bytes)
@@ -566,7 +763,11 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->reciprocal = (1ull << 44) / sz + 1;
 	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
-	s->cpu_partial_slabs = MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
+	/*
+	 * Eight times the kernel's bound: a thread's frees relist its full slabs
+	 * here, and a list that overflows goes back to the node under its lock.
+	 */
+	s->cpu_partial_slabs = 8 * MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);
@@ -982,8 +1183,9 @@ static bool cache_validate(struct kmm_cache *s)
 		if (slab->flags != (PG_head | PG_slab) || slab->slab_cache != s ||
 		    slab->order != s->order || slab->objects != s->objects)
 			SFAIL("cache %s: partial slab %p has a bad descriptor", s->name, page_to_virt(slab));
-		if (sw_frozen(w))
-			SFAIL("cache %s: frozen slab %p on the node list", s->name, page_to_virt(slab));
+		if (sw_frozen(w) || slab_owner(slab) || slab->local_free)
+			SFAIL("cache %s: frozen or owned slab %p on the node list", s->name,
+			      page_to_virt(slab));
 		unsigned nfree = walk_freelist(s, slab, sw_freelist(w), &ok);
 		if (nfree + sw_inuse(w) != s->objects || nfree == 0)
 			SFAIL("cache %s: slab %p: %u free + %u in use != %u objects", s->name,
@@ -1000,14 +1202,46 @@ static bool cache_validate(struct kmm_cache *s)
 	/* The calling thread's slabs of this cache. */
 	struct slab_thread *t = slab_tls;
 	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
-	if (c && c->slab) {
-		if (!sw_frozen(slab_word(c->slab)) || c->slab->slab_cache != s)
-			SFAIL("cache %s: active slab not frozen or of another cache", s->name);
-		walk_freelist(s, c->slab, c->freelist, &ok);
+	if (!c)
+		return ok;
+	if (c->slab) {
+		if (!sw_frozen(slab_word(c->slab)) || c->slab->slab_cache != s ||
+		    slab_owner(c->slab) != t || c->slab->held != HELD_ACTIVE)
+			SFAIL("cache %s: active slab not frozen, not ours, not marked active or of "
+			      "another cache", s->name);
+		unsigned n = walk_freelist(s, c->slab, c->freelist, &ok) +
+			     walk_freelist(s, c->slab, c->slab->local_free, &ok);
+		if (n > sw_inuse(slab_word(c->slab)))
+			SFAIL("cache %s: active slab holds %u free objects, %u counted in use", s->name,
+			      n, sw_inuse(slab_word(c->slab)));
 	}
-	for (struct page *p = c ? c->partial : NULL; p; p = (struct page *)p->slab_list.next)
-		if (!sw_frozen(slab_word(p)) || p->slab_cache != s)
-			SFAIL("cache %s: cpu partial slab not frozen or of another cache", s->name);
+	unsigned long np = 0;
+	bool empty_seen = false;
+	list_for_each(pos, &c->partial)
+	{
+		struct page *p = list_entry(pos, struct page, slab_list);
+		np++;
+		empty_seen |= p == c->empty;
+		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t)
+			SFAIL("cache %s: cpu partial slab not frozen, not ours or of another cache",
+			      s->name);
+		if (walk_freelist(s, p, p->local_free, &ok) != p->nr_local ||
+		    p->nr_local > sw_inuse(slab_word(p)) || p->held != HELD_PARTIAL)
+			SFAIL("cache %s: cpu partial slab %p: not marked partial, or its local list "
+			      "is not nr_local long or longer than its in-use count", s->name,
+			      page_to_virt(p));
+	}
+	if (np != c->nr_partial || (c->empty && !empty_seen))
+		SFAIL("cache %s: cpu partial list has %lu slabs, nr_partial %u, or lost the kept "
+		      "empty slab", s->name, np, c->nr_partial);
+	list_for_each(pos, &c->full)
+	{
+		struct page *p = list_entry(pos, struct page, slab_list);
+		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t ||
+		    p->held != HELD_FULL || p->local_free)
+			SFAIL("cache %s: full slab %p not frozen, not ours, not marked full or with "
+			      "local objects", s->name, page_to_virt(p));
+	}
 	return ok;
 }
 

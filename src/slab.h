@@ -16,9 +16,27 @@
 struct kmem_cache_cpu {
 	void *freelist;        /* private free objects of the active slab */
 	struct page *slab;     /* active slab (frozen by this thread), or NULL */
-	struct page *partial;  /* frozen slabs with free objects, via slab_list.next */
+	/*
+	 * Frozen slabs with free objects (HELD_PARTIAL), via slab_list, first
+	 * in first out: a slab waits behind the others and gathers more frees
+	 * before it is used again.  At most one of them is empty and kept
+	 * (->empty, at the head, used first); the thread gives back the others
+	 * as they empty.
+	 */
+	struct list_head partial;
+	/*
+	 * Frozen slabs that ran out of objects (HELD_FULL), via slab_list,
+	 * oldest first.  Other threads' frees to them land on their shared
+	 * freelists, where refills look for them; the thread's own frees move
+	 * them back to ->partial.
+	 */
+	struct list_head full;
+	struct page *empty;
 	unsigned nr_partial;   /* slabs on ->partial */
 };
+
+/* page.held of a frozen slab: which of its holder's places it is in. */
+enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2 };
 
 struct kmm_cache {
 	/* Read-mostly; set at creation. */
@@ -89,7 +107,7 @@ static always_inline void canary_on_free(const struct kmm_cache *s, void *obj, c
 	}
 }
 
-#define SLOTS_PER_CHUNK 128
+#define SLOTS_PER_CHUNK 64
 #define SLAB_CHUNKS (SLAB_MAX_CACHES / SLOTS_PER_CHUNK)
 
 /*
@@ -148,32 +166,48 @@ static always_inline void *slab_cpu_pop(const struct kmm_cache *s, struct kmem_c
 	return obj;
 }
 
-/*
- * The free fast path: an object of the thread's own active slab goes on its
- * private freelist.  Returns false (nothing done) for any other slab.  The
- * caller has checked that @obj starts a slot of @slab.
- */
-static always_inline bool slab_cpu_push(const struct kmm_cache *s, struct kmem_cache_cpu *c,
-					struct page *slab, void *obj, const char *fn)
+/* @t freed an object to @slab, a slab it holds that is not its active one. */
+void slab_free_held(const struct kmm_cache *s, struct slab_thread *t, struct page *slab);
+
+static always_inline struct slab_thread *slab_owner(const struct page *slab)
 {
-	if (unlikely(c->slab != slab))
+	return __atomic_load_n(&slab->owner, __ATOMIC_RELAXED);
+}
+
+/*
+ * The free fast path: an object of a slab that thread @t (non-NULL) holds
+ * frozen - its active slab or one on its cpu partial list - goes on that
+ * slab's owner-local list, with no atomic.  Returns false (nothing done) for
+ * any other slab.  The caller has checked that @obj starts a slot of @slab.
+ *
+ * owner == t is exact without ordering: only t stores t there, and t clears
+ * it before it lets the slab go, so t never reads its own id stale.
+ */
+static always_inline bool slab_local_push(const struct kmm_cache *s, struct slab_thread *t,
+					  struct page *slab, void *obj, const char *fn)
+{
+	if (unlikely(slab_owner(slab) != t))
 		return false;
-	KMM_CHECK(obj != c->freelist, fn, "double free %p", obj);
+	KMM_CHECK(obj != slab->local_free, fn, "double free %p", obj);
 	canary_on_free(s, obj, fn);
-	set_freepointer(s, obj, c->freelist);
-	c->freelist = obj;
+	set_freepointer(s, obj, slab->local_free);
+	slab->local_free = obj;
+	if (unlikely(slab->held != HELD_ACTIVE))
+		slab_free_held(s, t, slab);
 	return true;
 }
 
 /* Allocate/free through a cache; used by kmalloc with the checks done. */
 void *slab_alloc(struct kmm_cache *s, unsigned flags);
+/* The allocation slow path of a thread whose slot @c of @s is known and empty. */
+void *slab_alloc_refill(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags);
 /* Free an object whose pointer the caller has checked (slab_check_object). */
 void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const char *fn);
 /* Abort with a report naming @fn unless @obj is the start of a slot of @slab. */
 void slab_check_object(const struct kmm_cache *s, struct page *slab, const void *obj,
 		       const char *fn);
 
-/* Every free that is not to the thread's active slab (the kernel's __slab_free). */
+/* Every free to a slab the thread does not hold (the kernel's __slab_free). */
 void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn);
 
 /* Set up a statically allocated cache (kmalloc caches, the cache of caches). */

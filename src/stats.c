@@ -81,7 +81,7 @@ KMM_EXPORT void kmm_heap_stats(struct kmm_heap_stats *h)
 	h->in_use_bytes = slab_bytes_in_use() + t.large_bytes + t.huge_bytes;
 	h->peak_in_use_bytes = __atomic_load_n(&peak_bytes_in_use, __ATOMIC_RELAXED);
 	h->metadata_bytes = zone_metadata_bytes() + pagemap_bytes();
-	h->resident_bytes = (unsigned long long)z.resident_pages * KMM_PAGE_SIZE + t.huge_bytes +
+	h->resident_bytes = (unsigned long long)z.resident_pages * KMM_PAGE_SIZE + t.huge_mapped +
 			    h->metadata_bytes;
 	h->peak_rss_kb = os_peak_rss_kb();
 }

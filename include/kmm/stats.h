@@ -25,8 +25,9 @@ struct kmm_heap_stats {
 	unsigned long long metadata_bytes;    /* page descriptors, pagemap, zone tables */
 	/*
 	 * What kmm keeps resident: zone frames not decommitted since they were
-	 * last handed out, huge blocks, metadata.  An upper bound of the RSS kmm
-	 * causes (frames never touched after allocation count too).
+	 * last handed out, huge blocks and the freed ones kept for reuse,
+	 * metadata.  An upper bound of the RSS kmm causes (frames never touched
+	 * after allocation count too).
 	 */
 	unsigned long long resident_bytes;
 	long peak_rss_kb;                     /* the process's peak RSS (getrusage) */

@@ -460,6 +460,75 @@ static void test_detectors(void)
 	CHECK(kmm_slab_validate(NULL) == 0, "kmm_slab_validate(NULL) failed after the detector tests");
 }
 
+/*
+ * Huge blocks (> 4 MiB) are mappings of their own; freed ones are kept for
+ * reuse until KMM_DECAY_MS after their free, unless the tunable is 0, and
+ * kmm_trim() unmaps them.  A zeroed request never gets a used mapping.
+ */
+static unsigned long long resident_now(void)
+{
+	struct kmm_heap_stats h;
+	kmm_heap_stats(&h);
+	return h.resident_bytes;
+}
+
+static void test_huge_cache(void)
+{
+	const size_t big = (size_t)8 << 20, page = 4096;
+	long decay = kmm_tune_get(KMM_TUNE_DECAY_MS);
+
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 60000) == 0, "kmm_tune_set(DECAY_MS)");
+	kmm_trim();
+	unsigned long long r0 = resident_now();
+	char *p = kmm_kmalloc(big, KMM_GFP_KERNEL);
+	CHECK(p != NULL, "kmm_kmalloc(8 MiB) failed");
+	memset(p, 0xab, big);
+	kmm_kfree(p);
+	CHECK(resident_now() >= r0 + big, "a kept mapping is not counted as resident (%llu, %llu)",
+	      resident_now(), r0);
+
+	/* A slightly smaller request reuses it, and keeps the whole mapping. */
+	char *q = kmm_kmalloc(big - 100 * page, KMM_GFP_KERNEL);
+	CHECK(q == p, "the freed mapping %p was not reused (got %p)", (void *)p, (void *)q);
+	CHECK(kmm_ksize(q) >= big - 100 * page, "ksize %zu", kmm_ksize(q));
+
+	/* Growing within the mapping: the new part reads as zero with KMM_GFP_ZERO. */
+	memset(q, 0xcd, kmm_ksize(q));
+	size_t had = kmm_ksize(q);
+	char *g = kmm_krealloc(q, big, KMM_GFP_KERNEL | KMM_GFP_ZERO);
+	CHECK(g == q, "growing within the mapping moved the block");
+	for (size_t i = had; i < big; i += 511)
+		CHECK(g[i] == 0, "byte %zu of the grown block is %#x, not 0", i, (unsigned char)g[i]);
+	CHECK(g[had - 1] == (char)0xcd, "the old part changed");
+	kmm_kfree(g);
+
+	/* A zeroed request gets a fresh mapping even though a used one is kept. */
+	char *z = kmm_kzalloc(big, KMM_GFP_KERNEL);
+	CHECK(z != NULL && z != p, "kmm_kzalloc(8 MiB) got the used mapping");
+	for (size_t i = 0; i < big; i += page)
+		CHECK(z[i] == 0 && z[i + page - 1] == 0, "kzalloc'd byte %zu is not 0", i);
+	kmm_kfree(z);
+
+	/* kmm_trim() gives the kept mappings back. */
+	CHECK(resident_now() >= r0 + 2 * big, "two kept mappings: resident %llu, start %llu",
+	      resident_now(), r0);
+	kmm_trim();
+	/* (Slack: a slab of huge-block descriptors may have been made meanwhile.) */
+	const unsigned long long slack = 64 * 1024;
+	CHECK(resident_now() <= r0 + slack, "resident %llu after kmm_trim, %llu at the start",
+	      resident_now(), r0);
+
+	/* With KMM_DECAY_MS 0 nothing is kept. */
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 0) == 0, "kmm_tune_set(DECAY_MS, 0)");
+	p = kmm_kmalloc(big, KMM_GFP_KERNEL);
+	CHECK(p != NULL, "kmm_kmalloc(8 MiB) failed");
+	memset(p, 1, big);
+	kmm_kfree(p);
+	CHECK(resident_now() <= r0 + slack, "resident %llu after a free with decay 0, %llu at the start",
+	      resident_now(), r0);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay) == 0, "restoring KMM_DECAY_MS");
+}
+
 int main(void)
 {
 	struct rng r;
@@ -470,6 +539,7 @@ int main(void)
 	test_live_set(&r);
 	test_zeroing();
 	test_krealloc(&r);
+	test_huge_cache();
 	test_detectors();
 	CHECK(kmm_slab_validate(NULL) == 0, "kmm_slab_validate(NULL) failed at the end");
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed at the end");

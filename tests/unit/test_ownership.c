@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_ownership.c - how a thread keeps the slabs it holds (slab.c): its own
+ * frees go on the slabs' local lists, slabs it ran dry stay on its full list
+ * where other threads' frees are found again, empty slabs go back instead of
+ * being hoarded, and a thread's exit hands everything over.
+ *
+ * Every phase ends with kmm_slab_validate(), which walks the calling thread's
+ * active, partial and full slabs and checks the invariants of each (frozen,
+ * owned by the thread, marked with the right place, local lists as long as
+ * their counters say).
+ */
+#include <pthread.h>
+
+#include "../common.h"
+
+#define OBJ_SIZE 64
+
+static struct kmm_cache *cache;
+static unsigned per_slab;
+
+static unsigned long slabs_now(void)
+{
+	struct kmm_cache_stats st;
+	kmm_cache_stats(cache, &st);
+	return st.num_slabs;
+}
+
+static void **alloc_n(size_t n, uint8_t fill)
+{
+	void **v = malloc(n * sizeof(*v));
+	CHECK(v != NULL, "out of memory for the pointer array");
+	for (size_t i = 0; i < n; i++) {
+		v[i] = kmm_cache_alloc(cache, KMM_GFP_KERNEL);
+		CHECK(v[i] != NULL, "kmm_cache_alloc #%zu failed", i);
+		memset(v[i], fill, OBJ_SIZE);
+	}
+	return v;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* 1. One thread frees everything it allocated: the slabs come back. */
+static void test_local_frees(struct rng *r)
+{
+	size_t n = (size_t)per_slab * 40;
+	void **v = alloc_n(n, 0x11);
+	unsigned long full = slabs_now();
+	CHECK(full >= 40, "%zu objects of %u per slab in only %lu slabs", n, per_slab, full);
+	CHECK(kmm_slab_validate(cache) == 0, "validate with 40 slabs held");
+
+	/* Free in random order, validating on the way. */
+	for (size_t i = n; i > 1; i--) {
+		size_t j = rng_below(r, i);
+		void *t = v[i - 1];
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+	for (size_t i = 0; i < n; i++) {
+		CHECK(*(uint8_t *)v[i] == 0x11, "object %p lost its contents", v[i]);
+		kmm_cache_free(cache, v[i]);
+		if (i % (n / 8) == 0)
+			CHECK(kmm_slab_validate(cache) == 0, "validate after %zu frees", i + 1);
+	}
+	CHECK(kmm_slab_validate(cache) == 0, "validate after freeing everything");
+	/*
+	 * The thread keeps its active slab and one empty one; the node keeps
+	 * min_partial empty slabs; everything else went back.
+	 */
+	unsigned long bound = 2 + (unsigned long)kmm_tune_get(KMM_TUNE_MIN_PARTIAL);
+	CHECK(slabs_now() <= bound, "%lu slabs left after freeing %zu objects (bound %lu)",
+	      slabs_now(), n, bound);
+	free(v);
+}
+
+/* 2. Another thread frees what this one allocated: this one finds it again. */
+struct remote_job {
+	void **v;
+	size_t n;
+};
+
+static void *remote_free(void *arg)
+{
+	struct remote_job *job = arg;
+	for (size_t i = 0; i < job->n; i++) {
+		CHECK(*(uint8_t *)job->v[i] == 0x22, "object %p lost its contents", job->v[i]);
+		kmm_cache_free(cache, job->v[i]);
+	}
+	CHECK(kmm_slab_validate(cache) == 0, "validate in the freeing thread");
+	test_thread_done();
+	return NULL;
+}
+
+static void test_remote_frees(void)
+{
+	size_t n = (size_t)per_slab * 16;
+	void **v = alloc_n(n, 0x22);
+	unsigned long held = slabs_now();
+	void **sorted = malloc(n * sizeof(*sorted));
+	CHECK(sorted != NULL, "out of memory");
+	memcpy(sorted, v, n * sizeof(*v));
+	qsort(sorted, n, sizeof(*sorted), cmp_ptr);
+
+	struct remote_job job = {v, n};
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, remote_free, &job) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	CHECK(kmm_slab_validate(cache) == 0, "validate after the remote frees");
+
+	/* The same number again: every object comes from the slabs we hold. */
+	void **w = alloc_n(n, 0x33);
+	size_t reused = 0;
+	for (size_t i = 0; i < n; i++)
+		reused += bsearch(&w[i], sorted, n, sizeof(*sorted), cmp_ptr) != NULL;
+	CHECK(reused == n, "only %zu of %zu objects freed by another thread were reused", reused, n);
+	CHECK(slabs_now() <= held, "%lu slabs after reallocating, %lu before", slabs_now(), held);
+	CHECK(kmm_slab_validate(cache) == 0, "validate after reallocating");
+	for (size_t i = 0; i < n; i++)
+		kmm_cache_free(cache, w[i]);
+	free(w);
+	free(sorted);
+	free(v);
+}
+
+/* 3. A thread exits holding full slabs: another frees the objects and gets the memory back. */
+static void *alloc_and_exit(void *arg)
+{
+	struct remote_job *job = arg;
+	job->v = alloc_n(job->n, 0x44);
+	CHECK(kmm_slab_validate(cache) == 0, "validate in the allocating thread");
+	test_thread_done();
+	return NULL;
+}
+
+static void test_exit_handover(void)
+{
+	struct remote_job job = {NULL, (size_t)per_slab * 16};
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, alloc_and_exit, &job) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	CHECK(kmm_slab_validate(cache) == 0, "validate after the allocating thread exited");
+	for (size_t i = 0; i < job.n; i++) {
+		CHECK(*(uint8_t *)job.v[i] == 0x44, "object %p lost its contents", job.v[i]);
+		kmm_cache_free(cache, job.v[i]);
+	}
+	CHECK(kmm_slab_validate(cache) == 0, "validate after freeing the exited thread's objects");
+	CHECK(kmm_cache_shrink(cache) == 0, "kmm_cache_shrink: the cache still has slabs (%lu)",
+	      slabs_now());
+	free(job.v);
+}
+
+int main(void)
+{
+	struct rng r;
+	rng_seed(&r, test_init("test_ownership", 0x6f776e6572736870ull));
+	cache = kmm_cache_create("ownership", OBJ_SIZE, 0, 0, NULL);
+	CHECK(cache != NULL, "kmm_cache_create failed");
+	struct kmm_cache_stats st;
+	kmm_cache_stats(cache, &st);
+	per_slab = st.objects_per_slab;
+	CHECK(per_slab >= 2, "%u objects per slab", per_slab);
+
+	test_local_frees(&r);
+	test_remote_frees();
+	test_exit_handover();
+
+	kmm_cache_destroy(cache);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed at the end");
+	return test_finish();
+}
