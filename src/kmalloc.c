@@ -4,8 +4,8 @@
  * and the OS.
  *
  * Size classes.  8, 16, 32, 48, 64, then four classes per doubling:
- * 2^k * {5/4, 6/4, 7/4, 8/4} for 2^k = 64 .. 16384, ending at 32 KiB
- * (41 classes, "kmalloc-8" .. "kmalloc-32k").  A request of n bytes gets the
+ * 2^k * {5/4, 6/4, 7/4, 8/4} for 2^k = 64 .. 32768, ending at 64 KiB
+ * (45 classes, "kmalloc-8" .. "kmalloc-64k").  A request of n bytes gets the
  * smallest class >= n.  Worst-case internal waste:
  *   n <= 64:    at most 15 bytes (17 -> 32 is the worst);
  *   n > 64:     class - n < 2^k / 4 <= n / 4, i.e. under 25% of the request
@@ -14,7 +14,10 @@
  * slabs are buddy blocks aligned to their size, so power-of-two classes are
  * naturally aligned.
  *
- * Above 32 KiB, up to a max-order block (4 MiB): whole pages from the buddy
+ * The classes above 32 KiB have slabs of 256 KiB (4 to 6 objects), so that
+ * a thread's 33..64 KiB blocks come and go without the zone lock.
+ *
+ * Above 64 KiB, up to a max-order block (4 MiB): whole pages from the buddy
  * allocator, exactly as many as needed (the covering block's unused tail
  * pages go straight back), so the waste is under one page (< 12.5%).
  * Power-of-two sizes here are naturally aligned too (the block is).

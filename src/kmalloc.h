@@ -10,7 +10,7 @@
 #include "internal.h"
 #include "slab.h"
 
-#define NR_KMALLOC_CLASSES 41
+#define NR_KMALLOC_CLASSES 45
 #define KMALLOC_MAX_PAGES_SIZE (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
 
 /* The size-class caches; cache ids equal class indexes. */

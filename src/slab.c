@@ -712,7 +712,16 @@ void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const c
 
 /* ---- cache creation ---- */
 
-/* Slab order: >= 8 objects in at most 8 pages if possible, tail waste <= 1/8. */
+/*
+ * Slab order.  Larger slabs mean fewer slab changes per object (a thread
+ * that frees at random visits a slab for one or two objects at a time), so:
+ * >= 32 objects in at most 8 pages (the pcp orders) if possible, then
+ * >= 4 objects in at most SLAB_BIG_ORDER, then whatever fits; tail waste
+ * <= 1/8 throughout.
+ */
+#define SLAB_BIG_ORDER 6 /* 256 KiB */
+#define CPU_PARTIAL_BYTES (1ul << 20)
+
 static unsigned calculate_order(size_t size)
 {
 	for (unsigned min_objects = 32; min_objects >= 1; min_objects /= 2)
@@ -721,7 +730,13 @@ static unsigned calculate_order(size_t size)
 			if (n >= min_objects && (bytes - n * size) * 8 <= bytes)
 				return order;
 		}
-	for (unsigned order = PCP_MAX_ORDER + 1; order < KMM_MAX_ORDER; order++) {
+	for (unsigned min_objects = 4; min_objects >= 1; min_objects /= 2)
+		for (unsigned order = PCP_MAX_ORDER + 1; order <= SLAB_BIG_ORDER; order++) {
+			size_t bytes = KMM_PAGE_SIZE << order, n = bytes / size;
+			if (n >= min_objects && (bytes - n * size) * 8 <= bytes)
+				return order;
+		}
+	for (unsigned order = SLAB_BIG_ORDER + 1; order < KMM_MAX_ORDER; order++) {
 		size_t bytes = KMM_PAGE_SIZE << order, n = bytes / size;
 		if (n >= 1 && (bytes - n * size) * 8 <= bytes)
 			return order;
@@ -779,6 +794,9 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	 * here, and a list that overflows goes back to the node under its lock.
 	 */
 	s->cpu_partial_slabs = 8 * MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
+	/* ... but a thread holds at most CPU_PARTIAL_BYTES of partial slabs per cache. */
+	s->cpu_partial_slabs =
+		MAX(2u, MIN(s->cpu_partial_slabs, (unsigned)(CPU_PARTIAL_BYTES >> s->slab_shift)));
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);

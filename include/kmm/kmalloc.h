@@ -21,7 +21,7 @@ extern "C" {
 #endif
 
 /* Largest size served by a slab cache. */
-#define KMM_KMALLOC_MAX_CACHE_SIZE (32ul * 1024)
+#define KMM_KMALLOC_MAX_CACHE_SIZE (64ul * 1024)
 
 /*
  * kmm_kmalloc(0) returns KMM_ZERO_SIZE_PTR, as the kernel's kmalloc(0)

@@ -18,7 +18,7 @@ struct kmm_heap_stats {
 	unsigned long free_blocks;            /* free buddy blocks */
 	unsigned long long in_use_bytes;      /* slab slots in use + page runs + huge blocks */
 	unsigned long long peak_in_use_bytes; /* tracked only with KMM_STATS=1, else 0 */
-	unsigned long long large_bytes;       /* kmalloc page runs (32 KiB .. 4 MiB) */
+	unsigned long long large_bytes;       /* kmalloc page runs (64 KiB .. 4 MiB) */
 	unsigned long large_blocks;
 	unsigned long long huge_bytes;        /* blocks mapped on their own (> 4 MiB) */
 	unsigned long huge_blocks;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_realloc_inplace.c - realloc without copying:
- *   - a page run (32 KiB .. 4 MiB) grows in place when the frames after it
+ *   - a page run (64 KiB .. 4 MiB) grows in place when the frames after it
  *     are free, and shrinks in place, giving its tail back;
  *   - a huge block (> 4 MiB) is moved by mremap: its pages are not copied,
  *     which shows in the peak RSS of a fresh child (a copy would need the old
@@ -21,29 +21,29 @@ static void *opaque(void *p)
 
 static void test_page_run(void)
 {
-	/* 40 KiB: a 64 KiB block whose last 24 KiB go straight back to the zone. */
-	char *p = opaque(malloc(40 << 10));
-	CHECK(p != NULL, "malloc(40 KiB)");
+	/* 80 KiB: a 128 KiB block whose last 48 KiB go straight back to the zone. */
+	char *p = opaque(malloc(80 << 10));
+	CHECK(p != NULL, "malloc(80 KiB)");
 	uintptr_t at = (uintptr_t)p; /* the address, compared after each realloc */
-	fill_pattern(p, 40 << 10, 1);
-	char *q = opaque(realloc(p, 60 << 10));
-	CHECK((uintptr_t)q == at, "realloc 40 -> 60 KiB moved the block (%#lx -> %p)",
+	fill_pattern(p, 80 << 10, 1);
+	char *q = opaque(realloc(p, 120 << 10));
+	CHECK((uintptr_t)q == at, "realloc 80 -> 120 KiB moved the block (%#lx -> %p)",
 	      (unsigned long)at, (void *)q);
-	CHECK(check_pattern(q, 40 << 10, 1) < 0, "contents kept");
-	CHECK(malloc_usable_size(q) >= (60 << 10), "usable size after growing");
-	memset(q + (40 << 10), 0x5a, 20 << 10);
-	char *r = opaque(realloc(q, 36 << 10));
+	CHECK(check_pattern(q, 80 << 10, 1) < 0, "contents kept");
+	CHECK(malloc_usable_size(q) >= (120 << 10), "usable size after growing");
+	memset(q + (80 << 10), 0x5a, 40 << 10);
+	char *r = opaque(realloc(q, 72 << 10));
 	CHECK((uintptr_t)r == at, "shrinking a page run moved it (%#lx -> %p)", (unsigned long)at,
 	      (void *)r);
-	CHECK(malloc_usable_size(r) < (40 << 10), "shrinking gave the tail back: usable %zu",
+	CHECK(malloc_usable_size(r) < (80 << 10), "shrinking gave the tail back: usable %zu",
 	      malloc_usable_size(r));
-	CHECK(check_pattern(r, 36 << 10, 1) < 0, "contents kept after shrinking");
+	CHECK(check_pattern(r, 72 << 10, 1) < 0, "contents kept after shrinking");
 
 	/* The freed tail is usable again: the block can grow back in place. */
-	char *s = opaque(realloc(r, 64 << 10));
+	char *s = opaque(realloc(r, 128 << 10));
 	CHECK((uintptr_t)s == at, "growing back in place (%#lx -> %p)", (unsigned long)at, (void *)s);
 	free(s);
-	printf("  page run: 40 -> 60 -> 36 -> 64 KiB at one address\n");
+	printf("  page run: 80 -> 120 -> 72 -> 128 KiB at one address\n");
 }
 
 static void huge_child(void *arg)
