@@ -227,7 +227,6 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	slab->held = HELD_ACTIVE;
 	set_owner(slab, slab_tls);
 	char *base = page_to_virt(slab);
-	base += slab_colour(s, (uintptr_t)base);
 	for (unsigned i = 0; i < s->objects; i++) {
 		char *obj = base + (size_t)i * s->size;
 		if (s->ctor)
@@ -778,16 +777,6 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->objects = (unsigned)objects;
 	s->reciprocal = (1ull << 44) / sz + 1;
 	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
-	s->slab_shift = KMM_PAGE_SHIFT + order;
-	/*
-	 * Colours step by a cache line, or by the object's own alignment if
-	 * larger (the natural alignment of its size too, which kmalloc's
-	 * power-of-two classes promise), as far as the tail waste allows.
-	 */
-	size_t step = MAX((size_t)KMM_CACHELINE, MAX(align, sz & -sz));
-	size_t colours = ((KMM_PAGE_SIZE << order) - objects * sz) / step + 1;
-	s->colour_step = (unsigned)step;
-	s->colour_mask = (1u << ilog2_ul(colours)) - 1;
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	/*
 	 * Eight times the kernel's bound: a thread's frees relist its full slabs
@@ -796,7 +785,7 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->cpu_partial_slabs = 8 * MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
 	/* ... but a thread holds at most CPU_PARTIAL_BYTES of partial slabs per cache. */
 	s->cpu_partial_slabs =
-		MAX(2u, MIN(s->cpu_partial_slabs, (unsigned)(CPU_PARTIAL_BYTES >> s->slab_shift)));
+		MAX(2u, MIN(s->cpu_partial_slabs, (unsigned)(CPU_PARTIAL_BYTES >> (KMM_PAGE_SHIFT + order))));
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);
@@ -1183,7 +1172,6 @@ static unsigned walk_freelist(struct kmm_cache *s, struct page *slab, void *fl, 
 	bool ok = true;
 	unsigned n = 0;
 	char *base = page_to_virt(slab);
-	base += slab_colour(s, (uintptr_t)base);
 	for (void *p = fl; p; p = get_freepointer(s, p)) {
 		size_t off = (size_t)((char *)p - base);
 		if ((char *)p < base || off % s->size || off / s->size >= s->objects) {

@@ -51,15 +51,6 @@ struct kmm_cache {
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
 	uint64_t reciprocal;    /* ceil(2^44 / size): offset -> index without a divide */
 	uintptr_t slab_mask;    /* slab bytes - 1: an object's offset in its slab is addr & mask */
-	/*
-	 * Slab colouring (Bonwick's SLAB): a slab's objects start colour bytes
-	 * in, colour = ((slab address >> slab_shift) & colour_mask) *
-	 * colour_step, so that the same slot of different slabs falls in
-	 * different cache sets.  The tail waste pays for it.
-	 */
-	unsigned slab_shift;
-	unsigned colour_mask;
-	unsigned colour_step;
 	unsigned long flags;
 	void (*ctor)(void *);
 	const char *name;
@@ -150,17 +141,11 @@ static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsi
  * aligned to their size, so the offset is a mask; the index comes from a
  * multiplication by the reciprocal (exact for offsets below 2^23).
  */
-static always_inline size_t slab_colour(const struct kmm_cache *s, uintptr_t addr)
-{
-	return ((addr >> s->slab_shift) & s->colour_mask) * s->colour_step;
-}
-
 static always_inline void check_object(const struct kmm_cache *s, struct page *slab,
 				       const void *obj, const char *fn)
 {
 	(void)slab;
-	/* Below the colour the offset wraps, and no index matches it. */
-	size_t off = ((uintptr_t)obj & s->slab_mask) - slab_colour(s, (uintptr_t)obj);
+	size_t off = (uintptr_t)obj & s->slab_mask;
 	size_t idx = (size_t)(((uint64_t)off * s->reciprocal) >> 44);
 	KMM_CHECK(idx * s->size == off && idx < s->objects, fn,
 		  "invalid pointer %p (not the start of an object of cache %s)", obj, s->name);

@@ -697,53 +697,6 @@ static void test_detectors(void)
 	destroy_quietly(det_other, "det_other");
 }
 
-/*
- * Slab colouring: the first object of a slab starts at a varying offset
- * (a multiple of a cache line) when the slab has tail room, so the same slot
- * of different slabs falls in different cache sets; alignment still holds.
- */
-static struct kmm_cache *colour_cache;
-
-static void free_colour_gap(void *p) { kmm_cache_free(colour_cache, p); }
-
-static void test_colour(void)
-{
-	/* 200-byte objects: 20 per 4 KiB slab, 96 bytes over: one extra colour at least. */
-	struct kmm_cache *c = kmm_cache_create("colour", 200, 8, 0, NULL);
-	CHECK(c != NULL, "kmm_cache_create(colour) failed");
-	struct kmm_cache_stats st;
-	kmm_cache_stats(c, &st);
-	size_t slab_bytes = (size_t)st.pages_per_slab * 4096;
-	size_t n = (size_t)st.objects_per_slab * 64;
-	void **v = malloc(n * sizeof(*v));
-	CHECK(v != NULL, "out of memory");
-	uint64_t offsets = 0; /* bit k: some slab's lowest object is at 64 * k */
-	void *gap = NULL;     /* the start of a slab whose objects start further in */
-	for (size_t i = 0; i < n; i++) {
-		v[i] = kmm_cache_alloc(c, KMM_GFP_KERNEL);
-		CHECK(v[i] != NULL, "kmm_cache_alloc failed");
-		CHECK(((uintptr_t)v[i] & 7) == 0, "object %p not 8-byte aligned", v[i]);
-		size_t off = (uintptr_t)v[i] & (slab_bytes - 1);
-		if (off < st.size) {
-			offsets |= 1ull << (off / 64 % 64);
-			if (off > 0)
-				gap = (char *)v[i] - off;
-		}
-	}
-	CHECK(__builtin_popcountll(offsets) >= 2,
-	      "the first objects of %zu slabs all start at the same offset (mask %#llx)",
-	      n / st.objects_per_slab, (unsigned long long)offsets);
-	/* The colour gap holds no object: freeing its address is an invalid free. */
-	CHECK(gap != NULL, "no slab with a colour");
-	colour_cache = c;
-	expect_abort(free_colour_gap, gap, "invalid pointer");
-	for (size_t i = 0; i < n; i++)
-		kmm_cache_free(c, v[i]);
-	CHECK(kmm_slab_validate(c) == 0, "validate the coloured cache");
-	free(v);
-	kmm_cache_destroy(c);
-}
-
 int main(void)
 {
 	struct rng r;
@@ -753,7 +706,6 @@ int main(void)
 	test_create_errors();
 	test_panic();
 	test_alignment();
-	test_colour();
 	test_random(&r);
 	test_ctor();
 	test_shrink_zero_big();
