@@ -212,7 +212,7 @@ static struct mem_section *section_desc_alloc(void)
 		memset(ms, 0, sizeof(*ms));
 		return ms;
 	}
-	return os_map_aligned(SECTION_DESC_SIZE, SECTION_DESC_SIZE);
+	return os_map_aligned(ALIGN_UP(sizeof(struct mem_section), KMM_PAGE_SIZE), SECTION_DESC_ALIGN);
 }
 
 /* Recycle a descriptor.  Makes a system call: never under the zone lock. */

@@ -37,11 +37,13 @@ struct kmm_cache;
 struct slab_thread;
 
 /*
- * One frame's descriptor (56 bytes).  The union holds what the frame's state
+ * One frame's descriptor: one cache line, so that a descriptor is one
+ * multiply-free index away and two slabs' descriptors, written by different
+ * threads, never share a line.  The union holds what the frame's state
  * needs; a page that is neither a block head nor a compound tail has flags 0
  * and its other fields mean nothing.
  */
-struct page {
+struct __attribute__((aligned(64))) page {
 	uint16_t flags;    /* PG_*; written under the zone lock or by the block's owner */
 	uint8_t order;     /* block order (heads) */
 	uint8_t held;      /* PG_slab, holder-only: where its holder keeps it (slab.h) */
@@ -80,24 +82,24 @@ struct page {
 };
 
 /*
- * A section: 4 MiB of frames and their descriptors.  Allocated aligned to
- * its own (power of two) size, so page_section() is a mask.  Descriptors
- * are recycled, never unmapped, so a racing lookup never touches freed
- * memory.
+ * A section: 4 MiB of frames and their descriptors (64 KiB of mem_map
+ * first, then the rest).  Allocated aligned to SECTION_DESC_ALIGN, a power
+ * of two above its size, so page_section() is a mask.  Descriptors are
+ * recycled, never unmapped, so a racing lookup never touches freed memory.
  */
-#define SECTION_DESC_SIZE (64ul * 1024)
+#define SECTION_DESC_ALIGN (128ul * 1024)
 struct zone;
 struct mem_section {
+	struct page mem_map[KMM_SECTION_PAGES];
 	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
 	struct zone *zone;         /* owner; NULL while on the recycle list */
 	unsigned long start_pfn;   /* zone pfn of frame 0 */
 	struct mem_section *next_free; /* recycle list link */
 	/* 1 bit per frame: may be resident (allocated since last decommit). */
 	uint64_t resident[KMM_SECTION_PAGES / 64];
-	struct page mem_map[KMM_SECTION_PAGES];
 };
-_Static_assert(sizeof(struct page) == 56, "struct page grew");
-_Static_assert(sizeof(struct mem_section) <= SECTION_DESC_SIZE, "mem_section too big");
+_Static_assert(sizeof(struct page) == 64, "struct page is not one cache line");
+_Static_assert(sizeof(struct mem_section) <= SECTION_DESC_ALIGN, "mem_section too big");
 
 struct free_area {
 	struct list_head free_list;
@@ -177,7 +179,7 @@ extern KMM_HIDDEN struct zone zone_normal;
 
 static always_inline struct mem_section *page_section(const struct page *page)
 {
-	return (struct mem_section *)((uintptr_t)page & ~(SECTION_DESC_SIZE - 1));
+	return (struct mem_section *)((uintptr_t)page & ~(SECTION_DESC_ALIGN - 1));
 }
 static always_inline size_t page_index(const struct page *page)
 {

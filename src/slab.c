@@ -775,7 +775,8 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->align = (unsigned)align;
 	s->order = order;
 	s->objects = (unsigned)objects;
-	s->reciprocal = (1ull << 44) / sz + 1;
+	s->div_magic = UINT64_MAX / sz + 1;
+	s->slots_end = objects * sz;
 	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	/*

@@ -49,7 +49,8 @@ struct kmm_cache {
 	unsigned objects;       /* slots per slab */
 	unsigned cpu_partial_slabs; /* most slabs a thread keeps on ->partial */
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
-	uint64_t reciprocal;    /* ceil(2^44 / size): offset -> index without a divide */
+	uint64_t div_magic;     /* 2^64 / size rounded up: the slot check's divisibility test */
+	size_t slots_end;       /* objects * size: offsets at or past it are tail waste */
 	uintptr_t slab_mask;    /* slab bytes - 1: an object's offset in its slab is addr & mask */
 	unsigned long flags;
 	void (*ctor)(void *);
@@ -138,16 +139,17 @@ static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsi
 
 /*
  * Abort unless @obj is the start of a slot of @slab.  Slabs are buddy blocks,
- * aligned to their size, so the offset is a mask; the index comes from a
- * multiplication by the reciprocal (exact for offsets below 2^23).
+ * aligned to their size, so the offset is a mask.  It is a multiple of size
+ * iff off * ceil(2^64 / size) mod 2^64 < ceil(2^64 / size) (Lemire's
+ * divisibility test, exact for offsets below 2^32: slabs are at most 4 MiB),
+ * one multiplication and no divide.
  */
 static always_inline void check_object(const struct kmm_cache *s, struct page *slab,
 				       const void *obj, const char *fn)
 {
 	(void)slab;
 	size_t off = (uintptr_t)obj & s->slab_mask;
-	size_t idx = (size_t)(((uint64_t)off * s->reciprocal) >> 44);
-	KMM_CHECK(idx * s->size == off && idx < s->objects, fn,
+	KMM_CHECK((uint64_t)off * s->div_magic < s->div_magic && off < s->slots_end, fn,
 		  "invalid pointer %p (not the start of an object of cache %s)", obj, s->name);
 }
 
