@@ -78,26 +78,6 @@
 #include "slab.h"
 #include "thread.h"
 
-/* ---- the slab word ---- */
-
-#define SW_FREELIST_MASK ((1ull << 48) - 1)
-#define SW_INUSE_SHIFT 48
-#define SW_INUSE_MAX 0x7fffu
-#define SW_FROZEN (1ull << 63)
-
-static always_inline uint64_t sw_pack(void *freelist, unsigned inuse, bool frozen)
-{
-	return (uint64_t)(uintptr_t)freelist | ((uint64_t)inuse << SW_INUSE_SHIFT) |
-	       (frozen ? SW_FROZEN : 0);
-}
-static always_inline void *sw_freelist(uint64_t w) { return (void *)(uintptr_t)(w & SW_FREELIST_MASK); }
-static always_inline unsigned sw_inuse(uint64_t w) { return (unsigned)(w >> SW_INUSE_SHIFT) & SW_INUSE_MAX; }
-static always_inline bool sw_frozen(uint64_t w) { return (w & SW_FROZEN) != 0; }
-
-static always_inline uint64_t slab_word(struct page *slab)
-{
-	return __atomic_load_n(&slab->counters, __ATOMIC_ACQUIRE);
-}
 static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t new)
 {
 	return __atomic_compare_exchange_n(&slab->counters, old, new, false, __ATOMIC_ACQ_REL,
@@ -617,15 +597,13 @@ noinline void slab_free_held(const struct kmm_cache *cs, struct slab_thread *t, 
 	if (slab->held == HELD_FULL) {
 		list_del(&slab->slab_list);
 		cpu_partial_add(c, slab);
+		if (++slab->nr_local != sw_inuse(slab_word(slab))) {
+			if (c->nr_partial > s->cpu_partial_slabs)
+				unfreeze_partials(s, c, c->nr_partial / 2); /* the oldest half */
+			return;
+		}
 	}
-	/*
-	 * A partial slab whose objects are all on its local list or its shared
-	 * freelist is empty (other threads' frees only ever make it emptier).
-	 */
-	if (++slab->nr_local == sw_inuse(slab_word(slab)))
-		cpu_partial_emptied(s, c, slab);
-	else if (c->nr_partial > s->cpu_partial_slabs)
-		unfreeze_partials(s, c, c->nr_partial / 2); /* the oldest half */
+	cpu_partial_emptied(s, c, slab);
 }
 
 /* A free to a slab the thread does not hold (the kernel's __slab_free). */

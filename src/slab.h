@@ -168,7 +168,32 @@ static always_inline void *slab_cpu_pop(const struct kmm_cache *s, struct kmem_c
 	return obj;
 }
 
-/* @t freed an object to @slab, a slab it holds that is not its active one. */
+/* ---- the slab word (page.counters, see slab.c) ---- */
+
+#define SW_FREELIST_MASK ((1ull << 48) - 1)
+#define SW_INUSE_SHIFT 48
+#define SW_INUSE_MAX 0x7fffu
+#define SW_FROZEN (1ull << 63)
+
+static always_inline uint64_t sw_pack(void *freelist, unsigned inuse, bool frozen)
+{
+	return (uint64_t)(uintptr_t)freelist | ((uint64_t)inuse << SW_INUSE_SHIFT) |
+	       (frozen ? SW_FROZEN : 0);
+}
+static always_inline void *sw_freelist(uint64_t w) { return (void *)(uintptr_t)(w & SW_FREELIST_MASK); }
+static always_inline unsigned sw_inuse(uint64_t w) { return (unsigned)(w >> SW_INUSE_SHIFT) & SW_INUSE_MAX; }
+static always_inline bool sw_frozen(uint64_t w) { return (w & SW_FROZEN) != 0; }
+
+static always_inline uint64_t slab_word(const struct page *slab)
+{
+	return __atomic_load_n(&slab->counters, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * @t freed an object to @slab, a slab it holds that is not its active one,
+ * and the slab is full (held FULL) or has just become empty (nr_local counts
+ * that object).
+ */
 void slab_free_held(const struct kmm_cache *s, struct slab_thread *t, struct page *slab);
 
 static always_inline struct slab_thread *slab_owner(const struct page *slab)
@@ -194,8 +219,17 @@ static always_inline bool slab_local_push(const struct kmm_cache *s, struct slab
 	canary_on_free(s, obj, fn);
 	set_freepointer(s, obj, slab->local_free);
 	slab->local_free = obj;
-	if (unlikely(slab->held != HELD_ACTIVE))
+	if (unlikely(slab->held != HELD_ACTIVE)) {
+		/*
+		 * A partial slab whose objects are all on its local list or its
+		 * shared freelist is empty (other threads' frees only ever make it
+		 * emptier); a full one goes back to the partial list.
+		 */
+		if (likely(slab->held == HELD_PARTIAL) &&
+		    ++slab->nr_local != sw_inuse(slab_word(slab)))
+			return true;
 		slab_free_held(s, t, slab);
+	}
 	return true;
 }
 
