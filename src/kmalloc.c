@@ -155,6 +155,7 @@ static bool krealloc_huge(struct huge_block *hb, size_t size)
 	    os_remap_inplace(hb->addr, hb->len, bytes) == 0) {
 		__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&huge_mapped, bytes - hb->len, __ATOMIC_RELAXED);
+		huge_resized(hb->len, bytes);
 		hb->size = hb->len = bytes;
 		return true;
 	}
@@ -175,6 +176,7 @@ static bool krealloc_huge(struct huge_block *hb, size_t size)
 		kmm_fatal("krealloc", "cannot map the moved block %p", p); /* leaves exist: can't happen */
 	__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&huge_mapped, bytes - hb->len, __ATOMIC_RELAXED);
+	huge_resized(hb->len, bytes);
 	hb->addr = p;
 	hb->size = hb->len = bytes;
 	return true;

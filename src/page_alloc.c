@@ -659,12 +659,14 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr)
  * A block above 4 MiB is a mapping of its own (kmalloc's huge blocks).
  * Mapping, faulting in and unmapping 4..32 MiB each time costs far more
  * than the work a program does with it, so freed mappings are kept, like
- * free blocks: at most HUGE_CACHE_SLOTS of them within HUGE_CACHE_BYTES,
- * each until KMM_DECAY_MS after its free (zone_decay() and the background
- * thread unmap them then; kmm_trim() at once).  A request takes the
- * smallest kept mapping that fits, and cuts off its tail if it is over 5/4 of
- * the request, so a block wastes at most a quarter.  The zone lock guards the cache; the system calls are
- * made without it.
+ * free blocks: at most HUGE_CACHE_SLOTS of them, within half the bytes of
+ * the huge mappings in use (at least HUGE_CACHE_MIN, at most
+ * HUGE_CACHE_MAX: what is kept scales with what the program uses), each
+ * until KMM_DECAY_MS after its free (zone_decay() and the background thread
+ * unmap them then; kmm_trim() at once).  A request takes the smallest kept
+ * mapping that fits, and cuts off its tail if it is over 5/4 of the
+ * request, so a block wastes at most a quarter.  The zone lock guards the
+ * cache; the system calls are made without it.
  */
 
 /* Take cached mappings freed before @cutoff (all: UINT64_MAX) off the cache into @out. */
@@ -701,14 +703,23 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 	struct zone *z = &zone_normal;
 	struct huge_cached old[HUGE_CACHE_SLOTS], got = {NULL, 0, 0};
 	unsigned nold = 0;
+	bool grow = false;
 	if (!zero && align <= KMM_SECTION_SIZE && __atomic_load_n(&z->nr_huge_cached, __ATOMIC_RELAXED)) {
 		kmm_lock(&z->lock);
 		nold = huge_cache_expire(z, huge_cutoff(kmm_now_ms()), old);
-		unsigned best = HUGE_CACHE_SLOTS;
+		/* The smallest that fits, else the largest of at least a quarter (grown below). */
+		unsigned best = HUGE_CACHE_SLOTS, big = HUGE_CACHE_SLOTS;
 		for (unsigned i = 0; i < z->nr_huge_cached; i++) {
 			size_t l = z->huge_cache[i].len;
 			if (l >= bytes && (best == HUGE_CACHE_SLOTS || l < z->huge_cache[best].len))
 				best = i;
+			if (l < bytes && l >= bytes / 4 &&
+			    (big == HUGE_CACHE_SLOTS || l > z->huge_cache[big].len))
+				big = i;
+		}
+		if (best == HUGE_CACHE_SLOTS && big < HUGE_CACHE_SLOTS) {
+			best = big;
+			grow = true;
 		}
 		if (best < HUGE_CACHE_SLOTS) {
 			got = z->huge_cache[best];
@@ -718,6 +729,21 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 		kmm_unlock(&z->lock);
 		huge_unmap_all(old, nold);
 	}
+	if (got.addr && grow) {
+		/*
+		 * Too short: mremap moves its pages (no copy, no fault) and only the
+		 * new part faults in; in place if the address space after it is free.
+		 */
+		void *p = got.addr;
+		if (os_remap_inplace(p, got.len, bytes) != 0 &&
+		    !(p = os_remap_aligned(got.addr, got.len, bytes, MAX(align, (size_t)KMM_SECTION_SIZE)))) {
+			os_unmap(got.addr, got.len);
+			got.addr = NULL;
+		} else {
+			got.addr = p;
+			got.len = bytes;
+		}
+	}
 	if (got.addr) {
 		/* Much too long: its tail goes (one munmap is still cheaper than faults). */
 		if (got.len - bytes > bytes / 4) {
@@ -725,13 +751,28 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 			got.len = bytes;
 		}
 		*len = got.len;
+		__atomic_fetch_add(&z->huge_live_bytes, got.len, __ATOMIC_RELAXED);
 		return got.addr;
 	}
 	void *p = os_map_aligned(bytes, MAX(align, (size_t)KMM_SECTION_SIZE));
 	if (!p)
 		errno = ENOMEM;
+	else
+		__atomic_fetch_add(&z->huge_live_bytes, bytes, __ATOMIC_RELAXED);
 	*len = bytes;
 	return p;
+}
+
+void huge_resized(size_t old_len, size_t new_len)
+{
+	__atomic_fetch_add(&zone_normal.huge_live_bytes, new_len - old_len, __ATOMIC_RELAXED);
+}
+
+/* Most bytes the cache may keep now: half of what is in use, within bounds. */
+static size_t huge_cache_cap(struct zone *z)
+{
+	size_t live = __atomic_load_n(&z->huge_live_bytes, __ATOMIC_RELAXED);
+	return MIN(HUGE_CACHE_MAX, MAX(HUGE_CACHE_MIN, live));
 }
 
 void huge_unmap(void *addr, size_t len)
@@ -739,7 +780,9 @@ void huge_unmap(void *addr, size_t len)
 	struct zone *z = &zone_normal;
 	struct huge_cached old[HUGE_CACHE_SLOTS + 1];
 	unsigned nold = 0;
-	if (len > HUGE_CACHE_BYTES || kmm_tunable(KMM_TUNE_DECAY_MS) == 0) {
+	__atomic_fetch_sub(&z->huge_live_bytes, len, __ATOMIC_RELAXED);
+	size_t cap = huge_cache_cap(z);
+	if (len > cap || kmm_tunable(KMM_TUNE_DECAY_MS) == 0) {
 		os_unmap(addr, len);
 		return;
 	}
@@ -747,7 +790,7 @@ void huge_unmap(void *addr, size_t len)
 	kmm_lock(&z->lock);
 	nold = huge_cache_expire(z, huge_cutoff(now), old);
 	/* Make room: the oldest go (entries are kept in no order; find it). */
-	while (z->nr_huge_cached == HUGE_CACHE_SLOTS || z->huge_cached_bytes + len > HUGE_CACHE_BYTES) {
+	while (z->nr_huge_cached == HUGE_CACHE_SLOTS || z->huge_cached_bytes + len > cap) {
 		unsigned oldest = 0;
 		for (unsigned i = 1; i < z->nr_huge_cached; i++)
 			if (z->huge_cache[i].freed_ms < z->huge_cache[oldest].freed_ms)

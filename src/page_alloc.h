@@ -110,7 +110,8 @@ struct free_area {
 #define PCP_MAX_ORDER 3         /* the kernel's PAGE_ALLOC_COSTLY_ORDER */
 #define DECAY_MIN_ORDER 4       /* free blocks of >= 64 KiB are decommitted after a delay */
 #define HUGE_CACHE_SLOTS 16
-#define HUGE_CACHE_BYTES (128ul << 20)
+#define HUGE_CACHE_MIN (16ul << 20)
+#define HUGE_CACHE_MAX (128ul << 20)
 
 /*
  * A zone.  Every field below lock is guarded by it; fields read without it
@@ -147,7 +148,7 @@ struct zone {
 	struct mem_section **section;  /* [ZONE_MAX_SECTIONS], index = pfn / KMM_SECTION_PAGES */
 	/*
 	 * Freed mappings beyond the largest block, kept for reuse (oldest
-	 * first) until KMM_DECAY_MS after their free, within HUGE_CACHE_BYTES.
+	 * first) until KMM_DECAY_MS after their free, within huge_cache_cap().
 	 */
 	struct huge_cached {
 		void *addr;
@@ -156,6 +157,7 @@ struct zone {
 	} huge_cache[HUGE_CACHE_SLOTS];
 	unsigned nr_huge_cached;
 	size_t huge_cached_bytes;
+	size_t huge_live_bytes;  /* mapped by huge_map() and not given back (atomic) */
 };
 
 /*
@@ -257,6 +259,8 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr);
 void *huge_map(size_t bytes, size_t align, bool zero, size_t *len);
 /* Give back a mapping huge_map() returned: cached for reuse, or unmapped. */
 void huge_unmap(void *addr, size_t len);
+/* A mapping huge_map() returned was resized (mremap) from @old_len to @new_len. */
+void huge_resized(size_t old_len, size_t new_len);
 /* Bytes of freed mappings kept mapped for reuse. */
 size_t huge_cached_bytes(void);
 

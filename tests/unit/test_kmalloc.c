@@ -518,6 +518,21 @@ static void test_huge_cache(void)
 	CHECK(resident_now() <= r0 + slack, "resident %llu after kmm_trim, %llu at the start",
 	      resident_now(), r0);
 
+	/* A kept mapping too short for a request is grown (mremap), not kept beside it. */
+	p = kmm_kmalloc(6 << 20, KMM_GFP_KERNEL);
+	CHECK(p != NULL, "kmm_kmalloc(6 MiB) failed");
+	memset(p, 0x66, 6 << 20);
+	kmm_kfree(p);
+	q = kmm_kmalloc(10 << 20, KMM_GFP_KERNEL);
+	CHECK(q != NULL, "kmm_kmalloc(10 MiB) failed");
+	memset(q, 0x77, 10 << 20);
+	CHECK(q[0] == 0x77 && q[(10 << 20) - 1] == 0x77, "the grown block does not hold its bytes");
+	CHECK(resident_now() <= r0 + (10 << 20) + slack,
+	      "resident %llu: the 6 MiB mapping was kept beside the 10 MiB block (start %llu)",
+	      resident_now(), r0);
+	kmm_kfree(q);
+	kmm_trim();
+
 	/* With KMM_DECAY_MS 0 nothing is kept. */
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 0) == 0, "kmm_tune_set(DECAY_MS, 0)");
 	p = kmm_kmalloc(big, KMM_GFP_KERNEL);
