@@ -75,6 +75,11 @@ struct __attribute__((aligned(64))) page {
 			 */
 			struct slab_thread *owner;
 			void *local_free;
+			/*
+			 * Slots linked so far (holder-only while frozen; objects once
+			 * unfrozen): the rest have never been touched.
+			 */
+			uint16_t nr_init;
 		};
 		/* PG_tail */
 		struct page *head;

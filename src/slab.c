@@ -194,6 +194,29 @@ static void partial_del(struct kmm_cache *s, struct page *slab)
 
 /* ---- slabs ---- */
 
+/*
+ * Link slots [nr_init, nr_init + n) of @slab into a list (constructing and
+ * marking them free) and return its head; *@tailp gets its tail.  A slab is
+ * linked a batch at a time, as its holder needs objects (mimalloc's lazy
+ * free-list extension), so that a slab's pages are touched only when used.
+ */
+static void *init_objects(struct kmm_cache *s, struct page *slab, unsigned n, void **tailp)
+{
+	char *base = (char *)page_to_virt(slab) + (size_t)slab->nr_init * s->size;
+	for (unsigned i = 0; i < n; i++) {
+		char *obj = base + (size_t)i * s->size;
+		if (s->ctor)
+			s->ctor(obj);
+		set_freepointer(s, obj, i + 1 < n ? obj + s->size : NULL);
+		if (s->canary)
+			*canary_word(obj) = canary_of(obj);
+	}
+	slab->nr_init = (uint16_t)(slab->nr_init + n);
+	if (tailp)
+		*tailp = base + (size_t)(n - 1) * s->size;
+	return base;
+}
+
 static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelist)
 {
 	struct page *slab = alloc_pages(flags & ~KMM_GFP_ZERO, s->order);
@@ -206,19 +229,12 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	slab->local_free = NULL;
 	slab->held = HELD_ACTIVE;
 	set_owner(slab, slab_tls);
-	char *base = page_to_virt(slab);
-	for (unsigned i = 0; i < s->objects; i++) {
-		char *obj = base + (size_t)i * s->size;
-		if (s->ctor)
-			s->ctor(obj);
-		set_freepointer(s, obj, i + 1 < s->objects ? obj + s->size : NULL);
-		if (s->canary)
-			*canary_word(obj) = canary_of(obj);
-	}
-	/* Every object goes to the new holder's private freelist. */
-	__atomic_store_n(&slab->counters, sw_pack(NULL, s->objects, true), __ATOMIC_RELAXED);
+	slab->nr_init = 0;
+	unsigned n = MIN(s->objects, s->init_batch);
+	/* The first batch goes to the new holder's private freelist. */
+	*freelist = init_objects(s, slab, n, NULL);
+	__atomic_store_n(&slab->counters, sw_pack(NULL, n, true), __ATOMIC_RELAXED);
 	__atomic_fetch_add(&s->nr_slabs, 1, __ATOMIC_RELAXED);
-	*freelist = base;
 	return slab;
 }
 
@@ -255,10 +271,17 @@ static void *take_objects(struct kmm_cache *s, struct page *slab)
 	}
 	uint64_t old = slab_word(slab);
 	while (sw_freelist(old)) {
-		if (slab_cas(slab, &old, sw_pack(NULL, s->objects, true)))
+		if (slab_cas(slab, &old, sw_pack(NULL, slab->nr_init, true)))
 			return sw_freelist(old);
 	}
-	return NULL;
+	if (slab->nr_init == s->objects)
+		return NULL;
+	/* Never-used slots left: link the next batch; they join the in-use count. */
+	unsigned n = MIN(s->objects - slab->nr_init, s->init_batch);
+	fl = init_objects(s, slab, n, NULL);
+	while (!slab_cas(slab, &old, old + ((uint64_t)n << SW_INUSE_SHIFT)))
+		;
+	return fl;
 }
 
 static void freeze(struct page *slab, struct slab_thread *t)
@@ -312,6 +335,19 @@ static bool unfreeze_slab(struct kmm_cache *s, struct page *slab, void *freelist
 	void *tail;
 	unsigned k;
 	void *head = join_private(s, slab, freelist, &tail, &k);
+	if (slab->nr_init < s->objects) {
+		/*
+		 * An unfrozen slab has every slot linked (the node lists and the
+		 * remote free path know free objects only by the freelist); the
+		 * never-used ones were not counted in use.
+		 */
+		void *rtail, *rest = init_objects(s, slab, s->objects - slab->nr_init, &rtail);
+		if (tail)
+			set_freepointer(s, tail, rest);
+		else
+			head = rest;
+		tail = rtail;
+	}
 	set_owner(slab, NULL);
 	slab->held = HELD_ACTIVE;
 	uint64_t old = slab_word(slab), new;
@@ -753,6 +789,8 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->align = (unsigned)align;
 	s->order = order;
 	s->objects = (unsigned)objects;
+	/* A page's worth of slots at a time, at least 8. */
+	s->init_batch = (unsigned)MIN(objects, MAX((size_t)8, KMM_PAGE_SIZE / sz));
 	s->div_magic = UINT64_MAX / sz + 1;
 	s->slots_end = objects * sz;
 	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
@@ -1184,7 +1222,7 @@ static bool cache_validate(struct kmm_cache *s)
 			SFAIL("cache %s: frozen or owned slab %p on the node list", s->name,
 			      page_to_virt(slab));
 		unsigned nfree = walk_freelist(s, slab, sw_freelist(w), &ok);
-		if (nfree + sw_inuse(w) != s->objects || nfree == 0)
+		if (nfree + sw_inuse(w) != s->objects || nfree == 0 || slab->nr_init != s->objects)
 			SFAIL("cache %s: slab %p: %u free + %u in use != %u objects", s->name,
 			      page_to_virt(slab), nfree, sw_inuse(w), s->objects);
 		for (unsigned i = 1; i < (1u << s->order); i++)

@@ -47,6 +47,7 @@ struct kmm_cache {
 	unsigned align;
 	unsigned order;         /* slab = 2^order pages */
 	unsigned objects;       /* slots per slab */
+	unsigned init_batch;    /* slots a holder links (touches) at a time */
 	unsigned cpu_partial_slabs; /* most slabs a thread keeps on ->partial */
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
 	uint64_t div_magic;     /* 2^64 / size rounded up: the slot check's divisibility test */
