@@ -153,6 +153,47 @@ static void test_exit_handover(void)
 	free(job.v);
 }
 
+/* 4. A slab's slots are linked (and constructed) a page's worth at a time. */
+static unsigned long ctor_calls;
+static void count_ctor(void *p)
+{
+	memset(p, 0x5c, 200);
+	__atomic_fetch_add(&ctor_calls, 1, __ATOMIC_RELAXED);
+}
+
+static void test_lazy_init(void)
+{
+	struct kmm_cache *c = kmm_cache_create("lazy", 200, 0, 0, count_ctor);
+	CHECK(c != NULL, "kmm_cache_create(lazy)");
+	struct kmm_cache_stats st;
+	kmm_cache_stats(c, &st);
+	CHECK(st.pages_per_slab >= 2, "a 200-byte cache has %u-page slabs", st.pages_per_slab);
+	void *first = kmm_cache_alloc(c, KMM_GFP_KERNEL);
+	CHECK(first != NULL, "kmm_cache_alloc");
+	unsigned long after_one = ctor_calls;
+	CHECK(after_one >= 1 && after_one < st.objects_per_slab,
+	      "one allocation constructed %lu of the slab's %u objects", after_one,
+	      st.objects_per_slab);
+	/* Every object handed out is constructed, exactly once, as the slab fills. */
+	size_t n = st.objects_per_slab * 3;
+	void **v = malloc(n * sizeof(*v));
+	CHECK(v != NULL, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v[i] = kmm_cache_alloc(c, KMM_GFP_KERNEL);
+		CHECK(v[i] != NULL && *(unsigned char *)v[i] == 0x5c, "object %zu not constructed", i);
+	}
+	CHECK(ctor_calls >= n + 1 && ctor_calls < n + 1 + st.objects_per_slab,
+	      "%lu constructor calls for %zu objects", ctor_calls, n + 1);
+	CHECK(kmm_slab_validate(c) == 0, "validate the lazily linked cache");
+	for (size_t i = 0; i < n; i++)
+		kmm_cache_free(c, v[i]);
+	kmm_cache_free(c, first);
+	/* Flushed, the slabs are fully linked and empty: all of them go. */
+	CHECK(kmm_cache_shrink(c) == 0, "slabs left after freeing everything and shrinking");
+	kmm_cache_destroy(c);
+	free(v);
+}
+
 int main(void)
 {
 	struct rng r;
@@ -167,6 +208,7 @@ int main(void)
 	test_local_frees(&r);
 	test_remote_frees();
 	test_exit_handover();
+	test_lazy_init();
 
 	kmm_cache_destroy(cache);
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed at the end");
