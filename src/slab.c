@@ -174,8 +174,8 @@ static void cpu_partial_del(struct kmem_cache_cpu *c, struct page *slab)
 {
 	list_del(&slab->slab_list);
 	c->nr_partial--;
-	if (slab == c->empty)
-		c->empty = NULL;
+	if (slab->held == HELD_EMPTY)
+		c->nr_empty--;
 }
 
 /* ---- the node partial list (list_lock held) ---- */
@@ -606,17 +606,22 @@ static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struc
 }
 
 /*
- * @slab, one of the thread's partial slabs, is empty: keep one such slab per
- * thread and cache, first in line; give back the others, so that a thread
- * that frees what it had does not hoard it.
+ * @slab, one of the thread's partial slabs, is empty: keep such slabs, first
+ * in line, up to EMPTY_KEEP_BYTES per thread and cache (at least one), so
+ * that a thread that frees a batch and allocates it again (sh6bench) does
+ * not give its slabs back and make them anew; give back the others, so that
+ * a thread that frees what it had does not hoard it.
  */
+#define EMPTY_KEEP_BYTES (32ul << 10)
+
 static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
 {
 	cpu_partial_del(c, slab);
-	if (!c->empty) {
-		c->empty = slab;
+	if (c->nr_empty == 0 || ((c->nr_empty + 1ul) << (KMM_PAGE_SHIFT + s->order)) <= EMPTY_KEEP_BYTES) {
+		slab->held = HELD_EMPTY;
 		list_add(&slab->slab_list, &c->partial);
 		c->nr_partial++;
+		c->nr_empty++;
 		return;
 	}
 	kmm_lock(&s->list_lock);
@@ -1251,24 +1256,25 @@ static bool cache_validate(struct kmm_cache *s)
 			      n, sw_inuse(slab_word(c->slab)));
 	}
 	unsigned long np = 0;
-	bool empty_seen = false;
+	unsigned empties = 0;
 	list_for_each(pos, &c->partial)
 	{
 		struct page *p = list_entry(pos, struct page, slab_list);
 		np++;
-		empty_seen |= p == c->empty;
+		empties += p->held == HELD_EMPTY;
 		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t)
 			SFAIL("cache %s: cpu partial slab not frozen, not ours or of another cache",
 			      s->name);
 		if (walk_freelist(s, p, p->local_free, &ok) != p->nr_local ||
-		    p->nr_local > sw_inuse(slab_word(p)) || p->held != HELD_PARTIAL)
+		    p->nr_local > sw_inuse(slab_word(p)) ||
+		    (p->held != HELD_PARTIAL && p->held != HELD_EMPTY))
 			SFAIL("cache %s: cpu partial slab %p: not marked partial, or its local list "
 			      "is not nr_local long or longer than its in-use count", s->name,
 			      page_to_virt(p));
 	}
-	if (np != c->nr_partial || (c->empty && !empty_seen))
-		SFAIL("cache %s: cpu partial list has %lu slabs, nr_partial %u, or lost the kept "
-		      "empty slab", s->name, np, c->nr_partial);
+	if (np != c->nr_partial || empties != c->nr_empty)
+		SFAIL("cache %s: cpu partial list has %lu slabs (%u empty), nr_partial %u, nr_empty %u",
+		      s->name, np, empties, c->nr_partial, c->nr_empty);
 	list_for_each(pos, &c->full)
 	{
 		struct page *p = list_entry(pos, struct page, slab_list);

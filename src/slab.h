@@ -19,9 +19,9 @@ struct kmem_cache_cpu {
 	/*
 	 * Frozen slabs with free objects (HELD_PARTIAL), via slab_list, first
 	 * in first out: a slab waits behind the others and gathers more frees
-	 * before it is used again.  At most one of them is empty and kept
-	 * (->empty, at the head, used first); the thread gives back the others
-	 * as they empty.
+	 * before it is used again.  Slabs its own frees emptied are kept at
+	 * the head (HELD_EMPTY, used first) up to EMPTY_KEEP_BYTES (at least
+	 * one); the thread gives back the others as they empty.
 	 */
 	struct list_head partial;
 	/*
@@ -31,12 +31,15 @@ struct kmem_cache_cpu {
 	 * them back to ->partial.
 	 */
 	struct list_head full;
-	struct page *empty;
-	unsigned nr_partial;   /* slabs on ->partial */
+	unsigned nr_partial;   /* slabs on ->partial, the empty ones included */
+	unsigned nr_empty;     /* HELD_EMPTY slabs on ->partial */
 };
 
-/* page.held of a frozen slab: which of its holder's places it is in. */
-enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2 };
+/*
+ * page.held of a frozen slab: which of its holder's places it is in.  No
+ * free reaches a HELD_EMPTY slab (it has no object out) before it is active.
+ */
+enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2, HELD_EMPTY = 3 };
 
 struct kmm_cache {
 	/* Read-mostly; set at creation. */
