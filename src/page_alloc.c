@@ -14,9 +14,16 @@
  * Sections are one max-order block each, so a buddy never lies outside its
  * section: merging is a walk inside one mem_map and needs no lookup.
  *
+ * Each section is of one kind (migratetype, page_alloc.h): small blocks
+ * (order <= PCP_MAX_ORDER) or large ones, with free lists of its own per
+ * order; a request takes its own kind, then a wholly free section of the
+ * other kind (which changes kind), then grows the zone, and steals a block
+ * of the other kind only when the zone cannot grow.
+ *
  * Invariants (checked by kmm_buddy_validate()):
- *   I1 a page has PG_buddy iff it heads a block on free_area[page->order];
- *      nr_free equals the list length; free_mask bit k iff list k non-empty.
+ *   I1 a page has PG_buddy iff it heads a block on free_area[page->order],
+ *      on the list of its section's kind; nr_free equals the lists' length;
+ *      free_mask[kind] bit k iff that list of order k is non-empty.
  *   I2 a free block of order k starts at a frame index that is a multiple
  *      of 2^k; its other frames have flags 0.
  *   I3 no two free blocks of order k are buddies (they would have merged).
@@ -99,9 +106,10 @@ static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 {
 	set_page_flags(page, PG_buddy);
 	page->order = (uint8_t)order;
-	list_add(&page->lru, &z->free_area[order].free_list);
+	unsigned mt = page_section(page)->migratetype;
+	list_add(&page->lru, &z->free_area[order].free_list[mt]);
 	z->free_area[order].nr_free++;
-	z->free_mask |= 1u << order;
+	z->free_mask[mt] |= 1u << order;
 	z->free_pages += 1ul << order;
 	if (order >= DECAY_MIN_ORDER &&
 	    bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT))
@@ -111,9 +119,11 @@ static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 static void del_from_free_area(struct zone *z, struct page *page, unsigned order)
 {
 	KMM_ASSERT((page->flags & PG_buddy) && page->order == order);
+	unsigned mt = page_section(page)->migratetype;
 	list_del(&page->lru);
-	if (--z->free_area[order].nr_free == 0)
-		z->free_mask &= ~(1u << order);
+	z->free_area[order].nr_free--;
+	if (list_empty(&z->free_area[order].free_list[mt]))
+		z->free_mask[mt] &= ~(1u << order);
 	z->free_pages -= 1ul << order;
 	if (page->flags & PG_decay)
 		list_del(&page->decay);
@@ -158,18 +168,39 @@ static void free_range(struct zone *z, struct mem_section *ms, size_t idx, size_
 	}
 }
 
+static unsigned order_migratetype(unsigned order)
+{
+	return order <= PCP_MAX_ORDER ? MT_SMALL : MT_LARGE;
+}
+
 /*
  * Take a block of exactly @order off the free lists (the kernel's
- * __rmqueue_smallest + expand).  Lock held.  NULL if no block is large enough.
+ * __rmqueue_smallest + expand): the smallest of the order's kind; else a
+ * wholly free section of the other kind, which changes kind; else, only if
+ * @steal, the smallest of the other kind.  Lock held.  NULL if none.
  */
-static struct page *rmqueue_smallest(struct zone *z, unsigned order)
+static struct page *rmqueue_smallest(struct zone *z, unsigned order, bool steal)
 {
-	unsigned mask = z->free_mask >> order;
-	if (!mask)
+	unsigned mt = order_migratetype(order), other = mt ^ 1, cur;
+	unsigned mask = z->free_mask[mt] >> order;
+	struct page *page;
+	if (mask) {
+		cur = order + (unsigned)__builtin_ctz(mask);
+		page = list_first_entry(&z->free_area[cur].free_list[mt], struct page, lru);
+	} else if (z->free_mask[other] & (1u << (KMM_MAX_ORDER - 1))) {
+		cur = KMM_MAX_ORDER - 1;
+		page = list_first_entry(&z->free_area[cur].free_list[other], struct page, lru);
+		del_from_free_area(z, page, cur);
+		page_section(page)->migratetype = mt; /* its halves join mt's lists below */
+		goto split;
+	} else if (steal && (mask = z->free_mask[other] >> order) != 0) {
+		cur = order + (unsigned)__builtin_ctz(mask);
+		page = list_first_entry(&z->free_area[cur].free_list[other], struct page, lru);
+	} else {
 		return NULL;
-	unsigned cur = order + (unsigned)__builtin_ctz(mask);
-	struct page *page = list_first_entry(&z->free_area[cur].free_list, struct page, lru);
+	}
 	del_from_free_area(z, page, cur);
+split:
 	while (cur > order) {
 		cur--;
 		add_to_free_area(z, page + (1ul << cur), cur);
@@ -234,7 +265,7 @@ static void section_desc_free(struct mem_section *ms)
  * Add one section to @z.  Called without the zone lock; the system calls
  * happen before the section is published.  0, or -1 with errno ENOMEM.
  */
-static int zone_grow(struct zone *z)
+static int zone_grow(struct zone *z, unsigned migratetype)
 {
 	if (!__atomic_load_n(&z->section, __ATOMIC_ACQUIRE)) {
 		size_t bytes = ZONE_MAX_SECTIONS * (sizeof(void *) + sizeof(unsigned));
@@ -258,6 +289,7 @@ static int zone_grow(struct zone *z)
 	if (!ms)
 		goto fail_mem;
 	ms->vaddr = (uintptr_t)mem;
+	ms->migratetype = migratetype;
 	if (pagemap_set(mem, KMM_SECTION_SIZE, ms, PAGEMAP_SECTION) != 0)
 		goto fail_desc;
 
@@ -308,19 +340,21 @@ static void decay_thread_maybe_start(struct zone *z);
  */
 static struct page *zone_take_locked(struct zone *z, unsigned flags, unsigned order, bool may_grow)
 {
+	bool grow = may_grow && (flags & KMM_GFP_DIRECT_OS);
 	for (;;) {
 		struct page *page = NULL;
 		if (zone_watermark_ok(z, order, flags))
-			page = rmqueue_smallest(z, order);
-		if (page || !may_grow || !(flags & KMM_GFP_DIRECT_OS))
+			/* A block of the other kind only when the zone cannot grow. */
+			page = rmqueue_smallest(z, order, !grow);
+		if (page || !grow)
 			return page;
 		kmm_unlock(&z->lock);
-		int rc = zone_grow(z);
+		int rc = zone_grow(z, order_migratetype(order));
 		if (rc == 0)
 			decay_thread_maybe_start(z);
 		kmm_lock(&z->lock);
 		if (rc != 0)
-			return NULL;
+			grow = false; /* last try: any block of either kind */
 	}
 }
 
@@ -1139,43 +1173,54 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 	kmm_lock(&z->lock);
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
 		unsigned long n = 0;
-		struct list_head *pos;
-		list_for_each(pos, &z->free_area[o].free_list)
-		{
-			struct page *p = list_entry(pos, struct page, lru);
-			size_t idx = page_index(p);
-			if (!(p->flags & PG_buddy) || p->order != o)
-				VFAIL("block %p on free_area[%u] has flags %#x order %u", (void *)p, o,
-				      p->flags, p->order);
-			if (idx & ((1ul << o) - 1))
-				VFAIL("free block pfn %lu misaligned for order %u", page_to_pfn(p), o);
-			if (o < KMM_MAX_ORDER - 1) {
-				struct page *b = &page_section(p)->mem_map[idx ^ (1ul << o)];
-				if ((b->flags & PG_buddy) && b->order == o)
-					VFAIL("free buddies pfn %lu and %lu of order %u not merged",
-					      page_to_pfn(p), page_to_pfn(b), o);
+		for (unsigned mt = 0; mt < MT_TYPES; mt++) {
+			unsigned long n_mt = 0;
+			struct list_head *pos;
+			list_for_each (pos, &z->free_area[o].free_list[mt]) {
+				struct page *p = list_entry(pos, struct page, lru);
+				size_t idx = page_index(p);
+				if (page_section(p)->migratetype != mt)
+					VFAIL("block %p of a kind-%u section on the kind-%u list "
+					      "of order %u",
+					      (void *)p, page_section(p)->migratetype, mt, o);
+				n_mt++;
+				if (!(p->flags & PG_buddy) || p->order != o)
+					VFAIL("block %p on free_area[%u] has flags %#x order %u",
+					      (void *)p, o, p->flags, p->order);
+				if (idx & ((1ul << o) - 1))
+					VFAIL("free block pfn %lu misaligned for order %u",
+					      page_to_pfn(p), o);
+				if (o < KMM_MAX_ORDER - 1) {
+					struct page *b =
+						&page_section(p)->mem_map[idx ^ (1ul << o)];
+					if ((b->flags & PG_buddy) && b->order == o)
+						VFAIL("free buddies pfn %lu and %lu of order %u "
+						      "not merged",
+						      page_to_pfn(p), page_to_pfn(b), o);
+				}
+				for (size_t i = 1; i < (1ul << o); i++)
+					if (p[i].flags)
+						VFAIL("frame pfn %lu inside free block has flags "
+						      "%#x",
+						      page_to_pfn(p) + i, p[i].flags);
+				n++;
 			}
-			for (size_t i = 1; i < (1ul << o); i++)
-				if (p[i].flags)
-					VFAIL("frame pfn %lu inside free block has flags %#x",
-					      page_to_pfn(p) + i, p[i].flags);
-			n++;
+			if (!!(z->free_mask[mt] & (1u << o)) != (n_mt > 0))
+				VFAIL("free_mask[%u] bit %u wrong", mt, o);
 		}
 		if (n != z->free_area[o].nr_free)
-			VFAIL("free_area[%u].nr_free %lu but list holds %lu", o, z->free_area[o].nr_free, n);
-		if (!!(z->free_mask & (1u << o)) != (n > 0))
-			VFAIL("free_mask bit %u wrong", o);
+			VFAIL("free_area[%u].nr_free %lu but the lists hold %lu", o,
+			      z->free_area[o].nr_free, n);
 		free_pages += n << o;
 	}
 	if (free_pages != z->free_pages)
 		VFAIL("free_pages %lu but lists hold %lu", z->free_pages, free_pages);
 	struct list_head *pos;
-	list_for_each(pos, &z->decay_list)
-	{
+	list_for_each (pos, &z->decay_list) {
 		struct page *p = list_entry(pos, struct page, decay);
 		if (!(p->flags & PG_buddy) || !(p->flags & PG_decay) || p->order < DECAY_MIN_ORDER)
-			VFAIL("decay list entry pfn %lu flags %#x order %u", page_to_pfn(p), p->flags,
-			      p->order);
+			VFAIL("decay list entry pfn %lu flags %#x order %u", page_to_pfn(p),
+			      p->flags, p->order);
 		on_decay++;
 	}
 	unsigned long buddy_heads = 0, decay_flags = 0;
@@ -1237,7 +1282,8 @@ void page_alloc_init(void)
 	struct zone *z = &zone_normal;
 	decay_cond_init(z);
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
-		list_init(&z->free_area[o].free_list);
+		for (unsigned mt = 0; mt < MT_TYPES; mt++)
+			list_init(&z->free_area[o].free_list[mt]);
 	list_init(&z->decay_list);
 	z->min_free_pages = 64;
 	z->last_decay_ms = kmm_now_ms();

@@ -97,6 +97,7 @@ struct zone;
 struct mem_section {
 	struct page mem_map[KMM_SECTION_PAGES];
 	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
+	unsigned migratetype;      /* MT_SMALL or MT_LARGE: which free lists its blocks join */
 	struct zone *zone;         /* owner; NULL while on the recycle list */
 	unsigned long start_pfn;   /* zone pfn of frame 0 */
 	struct mem_section *next_free; /* recycle list link */
@@ -106,9 +107,20 @@ struct mem_section {
 _Static_assert(sizeof(struct page) == 64, "struct page is not one cache line");
 _Static_assert(sizeof(struct mem_section) <= SECTION_DESC_ALIGN, "mem_section too big");
 
+/*
+ * Two kinds of sections, as the kernel's migratetypes separate pageblocks:
+ * small blocks (order <= PCP_MAX_ORDER: slabs, pcp lists) and large ones
+ * (page runs, big slabs).  Each kind is served from its own sections, so
+ * that a slab of a few pages does not settle in the tail of a freed run and
+ * keep it from merging back, which makes the zone grow (mstress).  A
+ * section changes kind only when it is wholly free, or when a request of
+ * the other kind finds nothing else and the zone cannot grow.
+ */
+enum { MT_SMALL, MT_LARGE, MT_TYPES };
+
 struct free_area {
-	struct list_head free_list;
-	unsigned long nr_free; /* blocks on free_list */
+	struct list_head free_list[MT_TYPES];
+	unsigned long nr_free; /* blocks on the lists, of both kinds */
 };
 
 #define ZONE_MAX_SECTIONS 16384 /* 64 GiB per zone */
@@ -134,7 +146,7 @@ struct zone {
 	const char *name;
 	int node;
 	struct free_area free_area[KMM_MAX_ORDER];
-	unsigned free_mask;            /* bit k: free_area[k] non-empty */
+	unsigned free_mask[MT_TYPES];  /* bit k: free_area[k].free_list[type] non-empty */
 	struct list_head decay_list;   /* free blocks >= DECAY_MIN_ORDER with resident frames */
 	pthread_cond_t decay_wait;     /* the decay thread waits here (with lock) */
 	bool decay_thread_waits;       /* it does: signal when decay_list becomes non-empty */

@@ -594,6 +594,36 @@ static void test_trim(struct rng *r)
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed after the trim test");
 }
 
+/*
+ * Small blocks (order <= 3) and large ones come from different sections
+ * (migratetypes), so small blocks never settle in a freed large block's
+ * tail.  A wholly free section serves either kind.
+ */
+static void test_migratetypes(void)
+{
+	const uintptr_t section = 4ul << 20;
+	void *small[64], *large[8];
+	for (unsigned i = 0; i < 64; i++) {
+		small[i] = kmm_alloc_pages(KMM_GFP_KERNEL, i % 4);
+		CHECK(small[i] != NULL, "kmm_alloc_pages(order %u)", i % 4);
+	}
+	for (unsigned i = 0; i < 8; i++) {
+		large[i] = kmm_alloc_pages(KMM_GFP_KERNEL, 4 + i % 4);
+		CHECK(large[i] != NULL, "kmm_alloc_pages(order %u)", 4 + i % 4);
+	}
+	for (unsigned i = 0; i < 64; i++)
+		for (unsigned j = 0; j < 8; j++)
+			CHECK((uintptr_t)small[i] / section != (uintptr_t)large[j] / section,
+			      "an order-%u block %p and an order-%u block %p share a section", i % 4,
+			      small[i], 4 + j % 4, large[j]);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() with both kinds in use");
+	for (unsigned i = 0; i < 64; i++)
+		kmm_free_pages(small[i], i % 4);
+	for (unsigned i = 0; i < 8; i++)
+		kmm_free_pages(large[i], 4 + i % 4);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() after freeing both kinds");
+}
+
 int main(void)
 {
 	struct rng r;
@@ -616,6 +646,7 @@ int main(void)
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay) == 0, "restoring DECAY_MS to %ld failed", decay);
 
 	test_detectors();
+	test_migratetypes();
 	test_random(&r);
 	test_trim(&r);
 	return test_finish();
