@@ -703,6 +703,19 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr)
  * cache; the system calls are made without it.
  */
 
+/*
+ * nr_huge_cached and huge_cached_bytes change under the zone lock; huge_map()
+ * and the statistics read them without it.
+ */
+static void set_nr_huge_cached(struct zone *z, unsigned n)
+{
+	__atomic_store_n(&z->nr_huge_cached, n, __ATOMIC_RELAXED);
+}
+static void add_huge_cached_bytes(struct zone *z, size_t delta)
+{
+	__atomic_store_n(&z->huge_cached_bytes, z->huge_cached_bytes + delta, __ATOMIC_RELAXED);
+}
+
 /* Take cached mappings freed before @cutoff (all: UINT64_MAX) off the cache into @out. */
 static unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_cached *out)
 {
@@ -711,12 +724,12 @@ static unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_c
 		struct huge_cached *e = &z->huge_cache[i];
 		if (e->freed_ms < cutoff) {
 			out[n++] = *e;
-			z->huge_cached_bytes -= e->len;
+			add_huge_cached_bytes(z, -e->len);
 		} else {
 			z->huge_cache[kept++] = *e;
 		}
 	}
-	z->nr_huge_cached = kept;
+	set_nr_huge_cached(z, kept);
 	return n;
 }
 
@@ -757,8 +770,9 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 		}
 		if (best < HUGE_CACHE_SLOTS) {
 			got = z->huge_cache[best];
-			z->huge_cached_bytes -= got.len;
-			z->huge_cache[best] = z->huge_cache[--z->nr_huge_cached];
+			add_huge_cached_bytes(z, -got.len);
+			set_nr_huge_cached(z, z->nr_huge_cached - 1);
+			z->huge_cache[best] = z->huge_cache[z->nr_huge_cached];
 		}
 		kmm_unlock(&z->lock);
 		huge_unmap_all(old, nold);
@@ -830,13 +844,15 @@ void huge_unmap(void *addr, size_t len)
 			if (z->huge_cache[i].freed_ms < z->huge_cache[oldest].freed_ms)
 				oldest = i;
 		old[nold++] = z->huge_cache[oldest];
-		z->huge_cached_bytes -= z->huge_cache[oldest].len;
-		z->huge_cache[oldest] = z->huge_cache[--z->nr_huge_cached];
+		add_huge_cached_bytes(z, -z->huge_cache[oldest].len);
+		set_nr_huge_cached(z, z->nr_huge_cached - 1);
+		z->huge_cache[oldest] = z->huge_cache[z->nr_huge_cached];
 	}
 	if (unlikely(z->decay_thread_waits) && z->nr_huge_cached == 0)
 		pthread_cond_signal(&z->decay_wait);
-	z->huge_cache[z->nr_huge_cached++] = (struct huge_cached){addr, len, now};
-	z->huge_cached_bytes += len;
+	z->huge_cache[z->nr_huge_cached] = (struct huge_cached){addr, len, now};
+	set_nr_huge_cached(z, z->nr_huge_cached + 1);
+	add_huge_cached_bytes(z, len);
 	kmm_unlock(&z->lock);
 	huge_unmap_all(old, nold);
 	decay_thread_maybe_start(z);
@@ -997,7 +1013,8 @@ static void decay_thread_maybe_start(struct zone *z)
 	    !kmm_tunable(KMM_TUNE_BACKGROUND))
 		return;
 	kmm_lock(&z->lock);
-	bool big = z->managed_pages * KMM_PAGE_SIZE >= BACKGROUND_MIN_BYTES || z->nr_huge_cached;
+	bool big = z->managed_pages * KMM_PAGE_SIZE >= BACKGROUND_MIN_BYTES ||
+		   __atomic_load_n(&z->nr_huge_cached, __ATOMIC_RELAXED);
 	kmm_unlock(&z->lock);
 	if (!big)
 		return;
