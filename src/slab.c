@@ -73,6 +73,7 @@
  * Lock order: slab_mutex -> slab_threads_lock -> cache list_lock -> zone.
  */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 #include "slab.h"
@@ -565,9 +566,45 @@ static noinline void *slab_alloc_exited(struct kmm_cache *s, unsigned flags)
 	return obj;
 }
 
+/*
+ * A thread's slab lists are its own and change without a lock, so a fork
+ * could copy them half-changed into a child that then takes them over
+ * (slab_fork_child_reclaim).  Every change of more than one pointer runs
+ * between update_begin() and update_end(); fork's prepare handler raises
+ * slab_fork_pending, waits until no thread is inside, and keeps them out
+ * until the fork is done (the two sides order their flags as Dekker's
+ * algorithm does).  A section takes no lock that the prepare handler holds
+ * while it waits.  Single-pointer changes (the fast paths) need none: the
+ * child sees each either done or not, and at worst loses an object.
+ */
+static int slab_fork_pending;
+static struct slab_thread *slab_fork_thread; /* the forking thread passes (atfork handlers may allocate) */
+
+static always_inline void update_begin(struct slab_thread *t)
+{
+	for (;;) {
+		__atomic_store_n(&t->in_update, 1, __ATOMIC_SEQ_CST);
+		if (likely(!__atomic_load_n(&slab_fork_pending, __ATOMIC_SEQ_CST)) ||
+		    t == __atomic_load_n(&slab_fork_thread, __ATOMIC_RELAXED))
+			return;
+		__atomic_store_n(&t->in_update, 0, __ATOMIC_SEQ_CST);
+		while (__atomic_load_n(&slab_fork_pending, __ATOMIC_ACQUIRE))
+			sched_yield();
+	}
+}
+
+static always_inline void update_end(struct slab_thread *t)
+{
+	__atomic_store_n(&t->in_update, 0, __ATOMIC_RELEASE);
+}
+
 noinline void *slab_alloc_refill(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags)
 {
-	return take_first(s, c, refill_cpu(s, c, flags), flags);
+	struct slab_thread *t = slab_tls;
+	update_begin(t);
+	void *obj = take_first(s, c, refill_cpu(s, c, flags), flags);
+	update_end(t);
+	return obj;
 }
 
 static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
@@ -578,7 +615,7 @@ static noinline void *slab_alloc_slow(struct kmm_cache *s, unsigned flags)
 	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
 	if (unlikely(!c) && !(c = cpu_slot_get(s->id, flags)))
 		return NULL;
-	return take_first(s, c, refill_cpu(s, c, flags), flags);
+	return slab_alloc_refill(s, c, flags);
 }
 
 void *slab_alloc(struct kmm_cache *s, unsigned flags)
@@ -631,7 +668,18 @@ static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, s
 		discard_slab(s, slab);
 }
 
+static void slab_free_held_in_update(const struct kmm_cache *cs, struct slab_thread *t,
+				  struct page *slab);
+
 noinline void slab_free_held(const struct kmm_cache *cs, struct slab_thread *t, struct page *slab)
+{
+	update_begin(t);
+	slab_free_held_in_update(cs, t, slab);
+	update_end(t);
+}
+
+static void slab_free_held_in_update(const struct kmm_cache *cs, struct slab_thread *t,
+				  struct page *slab)
 {
 	struct kmm_cache *s = (struct kmm_cache *)cs;
 	struct kmem_cache_cpu *c = cpu_slot(t, s->id);
@@ -689,8 +737,11 @@ noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, 
 		if (locked)
 			kmm_unlock(&s->list_lock);
 		if (!was_frozen) {
-			set_owner(slab, slab_tls);
+			struct slab_thread *me = slab_tls;
+			update_begin(me);
+			set_owner(slab, me);
 			put_cpu_partial(s, c, slab);
+			update_end(me);
 		}
 		return;
 	}
@@ -1137,13 +1188,23 @@ void slab_fork_prepare(void)
 {
 	kmm_lock(&slab_mutex);
 	kmm_lock(&slab_threads_lock);
+	/* No thread is halfway through changing its lists once this loop is done. */
+	__atomic_store_n(&slab_fork_thread, slab_tls, __ATOMIC_RELAXED);
+	__atomic_store_n(&slab_fork_pending, 1, __ATOMIC_SEQ_CST);
 	struct list_head *pos;
+	list_for_each(pos, &slab_threads)
+	{
+		struct slab_thread *t = list_entry(pos, struct slab_thread, registry);
+		while (t != slab_tls && __atomic_load_n(&t->in_update, __ATOMIC_SEQ_CST))
+			sched_yield();
+	}
 	list_for_each(pos, &slab_caches)
 		kmm_lock(&list_entry(pos, struct kmm_cache, list)->list_lock);
 }
 
 void slab_fork_parent(void)
 {
+	__atomic_store_n(&slab_fork_pending, 0, __ATOMIC_RELEASE);
 	struct list_head *pos;
 	list_for_each(pos, &slab_caches)
 		kmm_unlock(&list_entry(pos, struct kmm_cache, list)->list_lock);
@@ -1153,6 +1214,7 @@ void slab_fork_parent(void)
 
 void slab_fork_child(void)
 {
+	__atomic_store_n(&slab_fork_pending, 0, __ATOMIC_RELAXED);
 	struct list_head *pos;
 	list_for_each(pos, &slab_caches)
 		kmm_lock_init(&list_entry(pos, struct kmm_cache, list)->list_lock);

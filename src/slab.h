@@ -124,6 +124,7 @@ static always_inline void canary_on_free(const struct kmm_cache *s, void *obj, c
 struct slab_thread {
 	struct kmem_cache_cpu *chunk[SLAB_CHUNKS];
 	struct list_head registry; /* slab_threads (slab_threads_lock) */
+	int in_update;             /* changing its lists (see update_begin() in slab.c) */
 	struct kmem_cache_cpu first[SLOTS_PER_CHUNK];
 };
 #define SLAB_THREAD_ORDER 1
