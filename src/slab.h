@@ -208,8 +208,8 @@ static always_inline struct slab_thread *slab_owner(const struct page *slab)
 
 /*
  * The free fast path: an object of a slab that thread @t (non-NULL) holds
- * frozen - its active slab or one on its cpu partial list - goes on that
- * slab's owner-local list, with no atomic.  Returns false (nothing done) for
+ * frozen - its active slab, one on its cpu partial list or one on its full
+ * list - goes on that slab's owner-local list, with no atomic.  Returns false (nothing done) for
  * any other slab.  The caller has checked that @obj starts a slot of @slab.
  *
  * owner == t is exact without ordering: only t stores t there, and t clears
