@@ -385,7 +385,7 @@ static void unfreeze_partials(struct kmm_cache *s, struct kmem_cache_cpu *c, uns
 	discard_chain(s, discard);
 }
 
-/* Give back the thread's active slab together with its private freelist. */
+/* Give back a slab the thread holds, with its private freelist (NULL unless active). */
 static void deactivate_slab(struct kmm_cache *s, struct page *slab, void *freelist)
 {
 	kmm_lock(&s->list_lock);
@@ -635,11 +635,17 @@ void *slab_alloc(struct kmm_cache *s, unsigned flags)
 	return slab_alloc_slow(s, flags);
 }
 
+/* Past its bound, the thread's cpu partial list gives its oldest half to the node. */
+static void cpu_partial_trim(struct kmm_cache *s, struct kmem_cache_cpu *c)
+{
+	if (c->nr_partial > s->cpu_partial_slabs)
+		unfreeze_partials(s, c, c->nr_partial / 2);
+}
+
 static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
 {
 	cpu_partial_add(c, slab);
-	if (c->nr_partial > s->cpu_partial_slabs)
-		unfreeze_partials(s, c, c->nr_partial / 2); /* the oldest half */
+	cpu_partial_trim(s, c);
 }
 
 /*
@@ -661,38 +667,25 @@ static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, s
 		c->nr_empty++;
 		return;
 	}
-	kmm_lock(&s->list_lock);
-	bool discard = unfreeze_slab(s, slab, NULL);
-	kmm_unlock(&s->list_lock);
-	if (discard)
-		discard_slab(s, slab);
+	deactivate_slab(s, slab, NULL);
 }
-
-static void slab_free_held_in_update(const struct kmm_cache *cs, struct slab_thread *t,
-				  struct page *slab);
 
 noinline void slab_free_held(const struct kmm_cache *cs, struct slab_thread *t, struct page *slab)
 {
-	update_begin(t);
-	slab_free_held_in_update(cs, t, slab);
-	update_end(t);
-}
-
-static void slab_free_held_in_update(const struct kmm_cache *cs, struct slab_thread *t,
-				  struct page *slab)
-{
 	struct kmm_cache *s = (struct kmm_cache *)cs;
 	struct kmem_cache_cpu *c = cpu_slot(t, s->id);
+	bool emptied = true; /* a partial slab comes here only when emptied */
+	update_begin(t);
 	if (slab->held == HELD_FULL) {
 		list_del(&slab->slab_list);
 		cpu_partial_add(c, slab);
-		if (++slab->nr_local != sw_inuse(slab_word(slab))) {
-			if (c->nr_partial > s->cpu_partial_slabs)
-				unfreeze_partials(s, c, c->nr_partial / 2); /* the oldest half */
-			return;
-		}
+		emptied = ++slab->nr_local == sw_inuse(slab_word(slab));
 	}
-	cpu_partial_emptied(s, c, slab);
+	if (emptied)
+		cpu_partial_emptied(s, c, slab);
+	else
+		cpu_partial_trim(s, c);
+	update_end(t);
 }
 
 /* A free to a slab the thread does not hold (the kernel's __slab_free). */
