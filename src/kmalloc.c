@@ -42,6 +42,7 @@
 
 struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
 uint8_t kmalloc_small_index[1024 / 16 + 1];
+uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
 static size_t kmalloc_class_size[NR_KMALLOC_CLASSES];
 static char kmalloc_names[NR_KMALLOC_CLASSES][32];
 
@@ -74,6 +75,9 @@ void kmalloc_init(void)
 			c++;
 		kmalloc_small_index[j] = (uint8_t)c;
 	}
+	for (size_t j = 0; j <= KMALLOC_SLOT_TABLE_MAX / 16; j++)
+		kmalloc_slot_offset[j] =
+			(uint16_t)offsetof(struct slab_thread, first[kmalloc_index(MAX(16 * j, (size_t)16))]);
 	for (i = 0; i < NR_KMALLOC_CLASSES; i++) {
 		size_t sz = kmalloc_class_size[i];
 		if (sz >= 1024 && sz % 1024 == 0)

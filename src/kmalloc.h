@@ -33,6 +33,19 @@ static always_inline unsigned kmalloc_index(size_t size)
 }
 
 /*
+ * Where in a slab_thread the slot of the class for sizes up to 16 * j
+ * bytes, and at least 16 (malloc's smallest class), lies: one load takes
+ * malloc's fast path from a size to its slot.
+ */
+#define KMALLOC_SLOT_TABLE_MAX 8192
+extern KMM_HIDDEN uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
+
+static always_inline struct kmem_cache_cpu *kmalloc_slot_of(struct slab_thread *t, size_t size)
+{
+	return (struct kmem_cache_cpu *)((char *)t + kmalloc_slot_offset[(size + 15) >> 4]);
+}
+
+/*
  * The pop for a kmalloc class of 16 bytes or more: such caches have their
  * free pointer at offset 0 and a canary (checked in kmalloc_init), so the
  * cache itself need not be read.

@@ -93,46 +93,111 @@ static void *do_realloc(void *p, size_t size, const char *fn)
 }
 
 /*
- * The fast paths.  malloc: the size's class, the thread's slot for it
- * (kmalloc caches live in the inline first chunk of slots), pop.  free: the
- * pagemap entry, the frame's descriptor, its slab, the slot-start check, and
- * a push on the slab's owner-local list if the thread holds the slab.  No lock, no atomic, every
- * check kept; anything else goes to the general paths above.
+ * The fast paths, no lock, no atomic, every check kept.  malloc: the slot
+ * of the size's class, read from a table of slot offsets in the thread's
+ * slab_thread (kmalloc caches live in its inline first chunk), and a pop.
+ * free: the pagemap entry, the frame's descriptor, its slab, the slot-start
+ * check, and a push on the slab's owner-local list if the thread holds it.
+ * Both read the thread through malloc_tls, which is slab_thread_none (no
+ * object, no slab) until the thread's first allocation and whenever
+ * statistics are on, so that one pointer load stands for "set up?" and
+ * "statistics off?".  Anything else goes to the general paths above.
  */
-static noinline void *malloc_slow(size_t size) { return do_malloc(size); }
+/* Every malloc the fast path did not serve. */
+static noinline void *malloc_slow(size_t size)
+{
+	struct slab_thread *t = malloc_tls;
+	if (likely(t != &slab_thread_none) && size <= KMM_KMALLOC_MAX_CACHE_SIZE) {
+		struct kmem_cache_cpu *c;
+		if (likely(size <= KMALLOC_SLOT_TABLE_MAX)) {
+			c = kmalloc_slot_of(t, size); /* its private freelist is empty */
+		} else {
+			c = &t->first[kmalloc_index(size)];
+			void *obj = kmalloc_cpu_pop(c);
+			if (obj)
+				return obj;
+		}
+		struct kmm_cache *s = &kmalloc_caches[c - t->first];
+		void *obj = slab_take_local(s, c);
+		return obj ? obj : slab_alloc_refill(s, c, MALLOC_FLAGS);
+	}
+	void *p = do_malloc(size);
+	if (!stats_enabled)
+		slab_fast_enable();
+	return p;
+}
 
 KMM_EXPORT void *malloc(size_t size)
 {
-	struct slab_thread *t = slab_tls;
-	if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE && t != NULL && !stats_enabled)) {
-		unsigned idx = size <= MALLOC_MIN_SIZE ? MALLOC_MIN_CLASS : kmalloc_index(size);
-		void *obj = kmalloc_cpu_pop(&t->first[idx]);
+	struct slab_thread *t = malloc_tls;
+	if (likely(size <= KMALLOC_SLOT_TABLE_MAX)) {
+		void *obj = kmalloc_cpu_pop(kmalloc_slot_of(t, size));
 		if (likely(obj != NULL))
 			return obj;
-		return slab_alloc_refill(&kmalloc_caches[idx], &t->first[idx], MALLOC_FLAGS);
 	}
 	return malloc_slow(size);
 }
 
 static noinline void free_slow(void *p) { do_free(p, "free"); }
 
+/*
+ * Every free of a slab object the fast path did not finish: a compound
+ * tail, a cache without canary, a slab the thread keeps off its active
+ * place, another thread's slab.  @slab is @p's frame descriptor.
+ */
+static noinline void free_slab(void *p, struct page *slab, struct slab_thread *t)
+{
+	unsigned flags = page_flags(slab);
+	if (flags & PG_tail) {
+		slab = slab->head;
+		flags = page_flags(slab);
+	}
+	if (unlikely(!(flags & PG_slab))) {
+		free_slow(p);
+		return;
+	}
+	struct kmm_cache *s = slab->slab_cache;
+	check_object(s, slab, p, "free");
+	if (slab_local_push(s, t, slab, p, "free"))
+		return;
+	if (unlikely(t == &slab_thread_none))
+		free_slow(p); /* statistics, or a thread that never allocated */
+	else
+		slab_free_slow(s, slab, p, "free");
+}
+
+/*
+ * Reports for free()'s fast path.  They are not declared noreturn (though
+ * they do not return) so that free() reaches them with a tail call and
+ * needs no stack frame of its own.
+ */
+static noinline void free_invalid(void *p, struct page *slab)
+{
+	check_object(slab->slab_cache, slab, p, "free");
+}
+static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
+
 KMM_EXPORT void free(void *p)
 {
 	uintptr_t e = pagemap_lookup(p);
-	struct slab_thread *t = slab_tls;
-	if (likely(pagemap_kind(e) == PAGEMAP_SECTION && t != NULL && !stats_enabled)) {
-		struct mem_section *ms = pagemap_ptr(e);
-		unsigned flags;
-		struct page *slab = compound_head_flags(
-			&ms->mem_map[((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1)], &flags);
-		if (likely(flags & PG_slab)) {
+	struct slab_thread *t = malloc_tls;
+	if (likely(pagemap_is_section(e))) {
+		struct page *slab = &pagemap_section(e)->mem_map[((uintptr_t)p >> KMM_PAGE_SHIFT) &
+								  (KMM_SECTION_PAGES - 1)];
+		unsigned flags = page_flags(slab);
+		if (likely((flags & (PG_slab | PG_fastfree | PG_tail)) == (PG_slab | PG_fastfree))) {
 			struct kmm_cache *s = slab->slab_cache;
-			check_object(s, slab, p, "free");
-			if (likely(slab_local_push(s, t, slab, p, "free")))
+			if (unlikely(!slot_start(s, p)))
+				return free_invalid(p, slab);
+			if (likely(slab_owner_word(slab) == ((uintptr_t)t | HELD_ACTIVE))) {
+				struct kmem_cache_cpu *c = fast_free_slot(s, t);
+				if (unlikely(!fast_free_ok(c, p)))
+					return free_double(p);
+				fast_free_push(c, p);
 				return;
-			slab_free_slow(s, slab, p, "free");
-			return;
+			}
 		}
+		return free_slab(p, slab, t);
 	}
 	free_slow(p);
 }

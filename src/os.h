@@ -31,6 +31,16 @@
  */
 void *os_map_aligned(size_t size, size_t align);
 
+/*
+ * Reserve @size bytes (a page multiple) that read as zero and cannot be
+ * written: no memory and no commit charge until os_make_writable() opens a
+ * part of it.  NULL with errno ENOMEM.
+ */
+void *os_reserve_readonly(size_t size);
+
+/* Let a page-aligned part of an os_reserve_readonly() range be written.  0, or -1 with errno ENOMEM. */
+int os_make_writable(void *addr, size_t size);
+
 /* Unmap a range from os_map_aligned() (or part of one). */
 void os_unmap(void *addr, size_t size);
 

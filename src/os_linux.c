@@ -75,6 +75,30 @@ static void *os_mmap(void *hint, size_t size)
 	return p;
 }
 
+void *os_reserve_readonly(size_t size)
+{
+	if (os_may_fail())
+		return NULL;
+	/* A private mapping that is not writable is not charged to the commit limit. */
+	void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return p;
+}
+
+int os_make_writable(void *addr, size_t size)
+{
+	if (os_may_fail())
+		return -1;
+	if (mprotect(addr, size, PROT_READ | PROT_WRITE) != 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return 0;
+}
+
 void *os_map_aligned(size_t size, size_t align)
 {
 	if (os_may_fail())

@@ -31,6 +31,7 @@ enum {
 	PG_large = 1u << 5, /* with PG_head: a kmalloc block of ->nr_pages */
 	PG_decay = 1u << 6, /* with PG_buddy: queued on the zone's decay list */
 	PG_isolated = 1u << 7, /* taken off the lists to be decommitted/released */
+	PG_fastfree = 1u << 8, /* with PG_slab: its cache has fast_free (slab.h) */
 };
 
 struct kmm_cache;
@@ -46,7 +47,6 @@ struct slab_thread;
 struct __attribute__((aligned(64))) page {
 	uint16_t flags;    /* PG_*; written under the zone lock or by the block's owner */
 	uint8_t order;     /* block order (heads) */
-	uint8_t held;      /* PG_slab, holder-only: where its holder keeps it (slab.h) */
 	union {
 		uint32_t nr_pages; /* PG_large: pages in the kmalloc block */
 		struct {
@@ -68,12 +68,14 @@ struct __attribute__((aligned(64))) page {
 			uint64_t counters;
 			struct list_head slab_list; /* node partial list, or cpu partial (next only) */
 			/*
-			 * The thread holding the slab frozen (NULL when unfrozen), and
-			 * the objects that thread freed to it since: only the holder
-			 * touches local_free; others read owner (relaxed) to learn that
-			 * the slab is not theirs.
+			 * The thread holding the slab frozen (0 when unfrozen) or'ed
+			 * with where it keeps the slab (HELD_*, slab.h), and the
+			 * objects that thread freed to it since: only the holder
+			 * writes either; others read owner (relaxed) to learn that
+			 * the slab is not theirs.  One word, so that the free fast
+			 * path's one compare asks both "mine?" and "my active slab?".
 			 */
-			struct slab_thread *owner;
+			uintptr_t owner;
 			void *local_free;
 			/*
 			 * Slots linked so far (holder-only while frozen; objects once
@@ -216,9 +218,9 @@ static always_inline void *page_to_virt(const struct page *page)
 static always_inline struct page *virt_to_page(const void *addr)
 {
 	uintptr_t e = pagemap_lookup(addr);
-	if (unlikely(pagemap_kind(e) != PAGEMAP_SECTION))
+	if (unlikely(!pagemap_is_section(e)))
 		return NULL;
-	struct mem_section *ms = pagemap_ptr(e);
+	struct mem_section *ms = pagemap_section(e);
 	return &ms->mem_map[((uintptr_t)addr >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1)];
 }
 struct page *pfn_to_page(struct zone *z, unsigned long pfn);

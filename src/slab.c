@@ -87,14 +87,29 @@ static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t ne
 
 
 
+/* @t holds @slab (NULL: nobody), as its active slab. */
 static always_inline void set_owner(struct page *slab, struct slab_thread *t)
 {
-	__atomic_store_n(&slab->owner, t, __ATOMIC_RELAXED);
+	__atomic_store_n(&slab->owner, (uintptr_t)t | HELD_ACTIVE, __ATOMIC_RELAXED);
+}
+
+/* The holder of @slab moves it to @held. */
+static always_inline void set_held(struct page *slab, unsigned held)
+{
+	__atomic_store_n(&slab->owner, (slab_owner_word(slab) & ~HELD_MASK) | held, __ATOMIC_RELAXED);
 }
 
 /* Definitions of what slab.h declares for the inline fast paths. */
 uintptr_t free_magic;
 __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
+struct slab_thread slab_thread_none __attribute__((aligned(64)));
+__thread struct slab_thread *malloc_tls __attribute__((tls_model("initial-exec"))) = &slab_thread_none;
+
+void slab_fast_enable(void)
+{
+	if (slab_tls)
+		malloc_tls = slab_tls;
+}
 
 /* ---- caches and threads ---- */
 
@@ -164,7 +179,7 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 /* Append @slab, just frozen by this thread or moved from its full list, to its cpu partial list. */
 static void cpu_partial_add(struct kmem_cache_cpu *c, struct page *slab)
 {
-	slab->held = HELD_PARTIAL;
+	set_held(slab, HELD_PARTIAL);
 	slab->nr_local = 0;
 	list_add_tail(&slab->slab_list, &c->partial);
 	c->nr_partial++;
@@ -175,7 +190,7 @@ static void cpu_partial_del(struct kmem_cache_cpu *c, struct page *slab)
 {
 	list_del(&slab->slab_list);
 	c->nr_partial--;
-	if (slab->held == HELD_EMPTY)
+	if (slab_held(slab) == HELD_EMPTY)
 		c->nr_empty--;
 }
 
@@ -223,12 +238,11 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	struct page *slab = alloc_pages(flags & ~KMM_GFP_ZERO, s->order);
 	if (!slab)
 		return NULL;
-	set_page_flags(slab, PG_head | PG_slab);
+	set_page_flags(slab, PG_head | PG_slab | (s->fast_free ? PG_fastfree : 0));
 	prep_compound(slab, s->order);
 	slab->slab_cache = s;
 	slab->objects = s->objects;
 	slab->local_free = NULL;
-	slab->held = HELD_ACTIVE;
 	set_owner(slab, slab_tls);
 	slab->nr_init = 0;
 	unsigned n = MIN(s->objects, s->init_batch);
@@ -350,7 +364,6 @@ static bool unfreeze_slab(struct kmm_cache *s, struct page *slab, void *freelist
 		tail = rtail;
 	}
 	set_owner(slab, NULL);
-	slab->held = HELD_ACTIVE;
 	uint64_t old = slab_word(slab), new;
 	do {
 		void *shared = sw_freelist(old);
@@ -495,7 +508,7 @@ static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
 		list_del(&slab->slab_list);
 		void *fl = take_objects(s, slab);
 		if (fl) {
-			slab->held = HELD_ACTIVE;
+			set_held(slab, HELD_ACTIVE);
 			c->slab = slab;
 			return fl;
 		}
@@ -514,14 +527,14 @@ static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned 
 			if (fl)
 				return fl;
 			/* Ran dry: keep it, frozen, where our frees and the scan find it. */
-			slab->held = HELD_FULL;
+			set_held(slab, HELD_FULL);
 			list_add_tail(&slab->slab_list, &c->full);
 			c->slab = NULL;
 		}
 		if (!list_empty(&c->partial)) {
 			slab = list_first_entry(&c->partial, struct page, slab_list);
 			cpu_partial_del(c, slab);
-			slab->held = HELD_ACTIVE;
+			set_held(slab, HELD_ACTIVE);
 			c->slab = slab;
 			continue;
 		}
@@ -661,7 +674,7 @@ static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, s
 {
 	cpu_partial_del(c, slab);
 	if (c->nr_empty == 0 || ((c->nr_empty + 1ul) << (KMM_PAGE_SHIFT + s->order)) <= EMPTY_KEEP_BYTES) {
-		slab->held = HELD_EMPTY;
+		set_held(slab, HELD_EMPTY);
 		list_add(&slab->slab_list, &c->partial);
 		c->nr_partial++;
 		c->nr_empty++;
@@ -676,7 +689,7 @@ noinline void slab_free_held(const struct kmm_cache *cs, struct slab_thread *t, 
 	struct kmem_cache_cpu *c = cpu_slot(t, s->id);
 	bool emptied = true; /* a partial slab comes here only when emptied */
 	update_begin(t);
-	if (slab->held == HELD_FULL) {
+	if (slab_held(slab) == HELD_FULL) {
 		list_del(&slab->slab_list);
 		cpu_partial_add(c, slab);
 		emptied = ++slab->nr_local == sw_inuse(slab_word(slab));
@@ -841,7 +854,10 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	/* A page's worth of slots at a time, at least 8. */
 	s->init_batch = (unsigned)MIN(objects, MAX((size_t)8, KMM_PAGE_SIZE / sz));
 	s->div_magic = UINT64_MAX / sz + 1;
-	s->slots_end = objects * sz;
+	uint64_t e = (uint64_t)sz * s->div_magic; /* size * m - 2^64 (check_object) */
+	/* A power-of-two size leaves no tail: its slots fill the slab. */
+	KMM_ASSERT(e != 0 || objects * sz == (KMM_PAGE_SIZE << order));
+	s->check_limit = e ? objects * e : 1;
 	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	/*
@@ -855,6 +871,8 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);
+	s->fast_free = s->canary && id < SLOTS_PER_CHUNK;
+	s->cpu_offset = s->fast_free ? (unsigned)offsetof(struct slab_thread, first[id]) : 0;
 	s->ctor = ctor;
 	s->name = name;
 	kmm_lock_init(&s->list_lock);
@@ -1152,6 +1170,7 @@ void slab_thread_exit(void)
 	list_del(&t->registry);
 	kmm_unlock(&slab_threads_lock);
 	slab_tls = NULL;
+	malloc_tls = &slab_thread_none;
 	slab_exited = true;
 	for (unsigned i = 1; i < SLAB_CHUNKS; i++)
 		if (t->chunk[i])
@@ -1275,7 +1294,8 @@ static bool cache_validate(struct kmm_cache *s)
 	{
 		struct page *slab = list_entry(pos, struct page, slab_list);
 		uint64_t w = slab_word(slab);
-		if (slab->flags != (PG_head | PG_slab) || slab->slab_cache != s ||
+		if ((slab->flags & ~PG_fastfree) != (PG_head | PG_slab) || slab->slab_cache != s ||
+		    !(slab->flags & PG_fastfree) != !s->fast_free ||
 		    slab->order != s->order || slab->objects != s->objects)
 			SFAIL("cache %s: partial slab %p has a bad descriptor", s->name, page_to_virt(slab));
 		if (sw_frozen(w) || slab_owner(slab) || slab->local_free)
@@ -1301,7 +1321,7 @@ static bool cache_validate(struct kmm_cache *s)
 		return ok;
 	if (c->slab) {
 		if (!sw_frozen(slab_word(c->slab)) || c->slab->slab_cache != s ||
-		    slab_owner(c->slab) != t || c->slab->held != HELD_ACTIVE)
+		    slab_owner(c->slab) != t || slab_held(c->slab) != HELD_ACTIVE)
 			SFAIL("cache %s: active slab not frozen, not ours, not marked active or of "
 			      "another cache", s->name);
 		unsigned n = walk_freelist(s, c->slab, c->freelist, &ok) +
@@ -1316,13 +1336,13 @@ static bool cache_validate(struct kmm_cache *s)
 	{
 		struct page *p = list_entry(pos, struct page, slab_list);
 		np++;
-		empties += p->held == HELD_EMPTY;
+		empties += slab_held(p) == HELD_EMPTY;
 		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t)
 			SFAIL("cache %s: cpu partial slab not frozen, not ours or of another cache",
 			      s->name);
 		if (walk_freelist(s, p, p->local_free, &ok) != p->nr_local ||
 		    p->nr_local > sw_inuse(slab_word(p)) ||
-		    (p->held != HELD_PARTIAL && p->held != HELD_EMPTY))
+		    (slab_held(p) != HELD_PARTIAL && slab_held(p) != HELD_EMPTY))
 			SFAIL("cache %s: cpu partial slab %p: not marked partial, or its local list "
 			      "is not nr_local long or longer than its in-use count", s->name,
 			      page_to_virt(p));
@@ -1334,7 +1354,7 @@ static bool cache_validate(struct kmm_cache *s)
 	{
 		struct page *p = list_entry(pos, struct page, slab_list);
 		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t ||
-		    p->held != HELD_FULL || p->local_free)
+		    slab_held(p) != HELD_FULL || p->local_free)
 			SFAIL("cache %s: full slab %p not frozen, not ours, not marked full or with "
 			      "local objects", s->name, page_to_virt(p));
 	}

@@ -36,13 +36,19 @@ struct kmem_cache_cpu {
 };
 
 /*
- * page.held of a frozen slab: which of its holder's places it is in.  No
- * free reaches a HELD_EMPTY slab (it has no object out) before it is active.
+ * Where the holder of a frozen slab keeps it: the low bits of page.owner.
+ * No free reaches a HELD_EMPTY slab (it has no object out) before it is
+ * active.
  */
 enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2, HELD_EMPTY = 3 };
+#define HELD_MASK 3ul /* slab_threads are page blocks: their addresses leave these bits free */
 
 struct kmm_cache {
-	/* Read-mostly; set at creation. */
+	/* Read-mostly; set at creation.  First what free() reads, in one line. */
+	uint64_t div_magic;     /* 2^64 / size rounded up: the slot check's divisibility test */
+	uint64_t check_limit;   /* offsets whose product with div_magic is below it start slots */
+	uintptr_t slab_mask;    /* slab bytes - 1: an object's offset in its slab is addr & mask */
+	unsigned cpu_offset;    /* fast_free: offsetof(struct slab_thread, first[id]) */
 	unsigned id;            /* index of this cache's kmem_cache_cpu in every thread */
 	unsigned size;          /* slot stride: object, free pointer, padding */
 	unsigned object_size;   /* bytes asked for */
@@ -53,14 +59,16 @@ struct kmm_cache {
 	unsigned init_batch;    /* slots a holder links (touches) at a time */
 	unsigned cpu_partial_slabs; /* most slabs a thread keeps on ->partial */
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
-	uint64_t div_magic;     /* 2^64 / size rounded up: the slot check's divisibility test */
-	size_t slots_end;       /* objects * size: offsets at or past it are tail waste */
-	uintptr_t slab_mask;    /* slab bytes - 1: an object's offset in its slab is addr & mask */
 	unsigned long flags;
 	void (*ctor)(void *);
 	const char *name;
 	bool name_allocated;    /* name is a kmalloc'd copy */
 	bool canary;            /* free objects carry a canary in their second word */
+	/*
+	 * canary, free pointer at 0 and a slot in every thread's first chunk:
+	 * its slabs have PG_fastfree, and free() pushes straight on the slot.
+	 */
+	bool fast_free;
 	bool is_kmalloc;
 
 	/* The node: list_lock guards partial and nr_partial. */
@@ -135,6 +143,19 @@ _Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE,
 extern KMM_HIDDEN __thread struct slab_thread *slab_tls
 	__attribute__((tls_model("initial-exec")));
 
+/*
+ * The calling thread's slab state as the malloc fast paths see it: its
+ * slab_thread once the malloc layer has let it (slab_fast_enable()), else
+ * slab_thread_none, whose slots are all empty and which holds no slab, so
+ * that the fast paths need no NULL test: a pop from it fails and a free
+ * never matches its owner, and both go to their slow paths.
+ */
+extern KMM_HIDDEN __thread struct slab_thread *malloc_tls
+	__attribute__((tls_model("initial-exec")));
+extern KMM_HIDDEN struct slab_thread slab_thread_none;
+/* Point malloc_tls at the calling thread's slab_thread, if it has one. */
+void slab_fast_enable(void);
+
 static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsigned id)
 {
 	struct kmem_cache_cpu *chunk =
@@ -144,18 +165,26 @@ static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsi
 
 /*
  * Abort unless @obj is the start of a slot of @slab.  Slabs are buddy blocks,
- * aligned to their size, so the offset is a mask.  It is a multiple of size
- * iff off * ceil(2^64 / size) mod 2^64 < ceil(2^64 / size) (Lemire's
- * divisibility test, exact for offsets below 2^32: slabs are at most 4 MiB),
- * one multiplication and no divide.
+ * aligned to their size, so the offset is a mask.  With m = ceil(2^64 /
+ * size) and e = size * m - 2^64 (0 <= e < size), an offset below 2^32 is a
+ * multiple k * size iff off * m mod 2^64 < m (Lemire's divisibility test),
+ * and then the product is k * e.  One compare against objects * e (e > 0)
+ * therefore asks "a slot start, and not past the last slot?"; a power-of-two
+ * size (e = 0) fills its slab exactly and compares against 1
+ * (slab_cache_setup).  One multiplication, no divide.
  */
+static always_inline bool slot_start(const struct kmm_cache *s, const void *obj)
+{
+	uint64_t off = (uintptr_t)obj & s->slab_mask;
+	return off * s->div_magic < s->check_limit;
+}
+
 static always_inline void check_object(const struct kmm_cache *s, struct page *slab,
 				       const void *obj, const char *fn)
 {
 	(void)slab;
-	size_t off = (uintptr_t)obj & s->slab_mask;
-	KMM_CHECK((uint64_t)off * s->div_magic < s->div_magic && off < s->slots_end, fn,
-		  "invalid pointer %p (not the start of an object of cache %s)", obj, s->name);
+	KMM_CHECK(slot_start(s, obj), fn, "invalid pointer %p (not the start of an object of cache %s)",
+		  obj, s->name);
 }
 
 /*
@@ -166,6 +195,30 @@ static always_inline void *slab_cpu_pop(const struct kmm_cache *s, struct kmem_c
 {
 	void *obj = c->freelist;
 	if (likely(obj != NULL)) {
+		c->freelist = get_freepointer(s, obj);
+		if (s->canary)
+			*canary_word(obj) = 0;
+	}
+	return obj;
+}
+
+/*
+ * The refill that moves one pointer: the active slab's owner-local list (what
+ * the thread freed to it) becomes the slot's private freelist; its first
+ * object is returned and the rest left on c->freelist.  NULL if there is
+ * none (the caller takes slab_alloc_refill()).  The slab lets the list go
+ * before the slot takes it, so a fork in between (update_begin() in slab.c)
+ * loses those objects in the child instead of handing them out twice.
+ */
+static always_inline void *slab_take_local(const struct kmm_cache *s, struct kmem_cache_cpu *c)
+{
+	struct page *slab = c->slab;
+	if (!slab)
+		return NULL;
+	void *obj = slab->local_free;
+	if (obj) {
+		slab->local_free = NULL;
+		__atomic_thread_fence(__ATOMIC_RELEASE);
 		c->freelist = get_freepointer(s, obj);
 		if (s->canary)
 			*canary_word(obj) = 0;
@@ -201,40 +254,83 @@ static always_inline uint64_t slab_word(const struct page *slab)
  */
 void slab_free_held(const struct kmm_cache *s, struct slab_thread *t, struct page *slab);
 
-static always_inline struct slab_thread *slab_owner(const struct page *slab)
+static always_inline uintptr_t slab_owner_word(const struct page *slab)
 {
 	return __atomic_load_n(&slab->owner, __ATOMIC_RELAXED);
+}
+static always_inline struct slab_thread *slab_owner(const struct page *slab)
+{
+	return (struct slab_thread *)(slab_owner_word(slab) & ~HELD_MASK);
+}
+/* Where the holder keeps @slab (holder-only; HELD_ACTIVE when unfrozen). */
+static always_inline unsigned slab_held(const struct page *slab)
+{
+	return (unsigned)(slab_owner_word(slab) & HELD_MASK);
+}
+
+/* Push @obj, checked, on @slab's owner-local list (its holder only). */
+static always_inline void local_push(const struct kmm_cache *s, struct page *slab, void *obj,
+				     const char *fn)
+{
+	void *head = slab->local_free;
+	KMM_CHECK(obj != head, fn, "double free %p", obj);
+	canary_on_free(s, obj, fn);
+	set_freepointer(s, obj, head);
+	slab->local_free = obj;
+}
+
+/*
+ * free()'s push for a PG_fastfree slab that is @t's active slab: straight on
+ * the slot's private freelist, where the next allocation finds it.  In two
+ * halves, so that free() can report a failed check with a tail call: may
+ * @obj go on the list (not its head, no canary), and push it.
+ */
+static always_inline struct kmem_cache_cpu *fast_free_slot(const struct kmm_cache *s,
+							    struct slab_thread *t)
+{
+	return (struct kmem_cache_cpu *)((char *)t + s->cpu_offset);
+}
+static always_inline bool fast_free_ok(struct kmem_cache_cpu *c, void *obj)
+{
+	return obj != c->freelist && *canary_word(obj) != canary_of(obj);
+}
+static always_inline void fast_free_push(struct kmem_cache_cpu *c, void *obj)
+{
+	*canary_word(obj) = canary_of(obj);
+	*(void **)obj = c->freelist;
+	c->freelist = obj;
 }
 
 /*
  * The free fast path: an object of a slab that thread @t (non-NULL) holds
  * frozen - its active slab, one on its cpu partial list or one on its full
- * list - goes on that slab's owner-local list, with no atomic.  Returns false (nothing done) for
- * any other slab.  The caller has checked that @obj starts a slot of @slab.
+ * list - goes on that slab's owner-local list, with no atomic.  Returns
+ * false (nothing done) for any other slab.  The caller has checked that
+ * @obj starts a slot of @slab.
  *
- * owner == t is exact without ordering: only t stores t there, and t clears
- * it before it lets the slab go, so t never reads its own id stale.
+ * The owner compare is exact without ordering: only t stores t there, and t
+ * clears it before it lets the slab go, so t never reads its own id stale.
  */
 static always_inline bool slab_local_push(const struct kmm_cache *s, struct slab_thread *t,
 					  struct page *slab, void *obj, const char *fn)
 {
-	if (unlikely(slab_owner(slab) != t))
-		return false;
-	KMM_CHECK(obj != slab->local_free, fn, "double free %p", obj);
-	canary_on_free(s, obj, fn);
-	set_freepointer(s, obj, slab->local_free);
-	slab->local_free = obj;
-	if (unlikely(slab->held != HELD_ACTIVE)) {
-		/*
-		 * A partial slab whose objects are all on its local list or its
-		 * shared freelist is empty (other threads' frees only ever make it
-		 * emptier); a full one goes back to the partial list.
-		 */
-		if (likely(slab->held == HELD_PARTIAL) &&
-		    ++slab->nr_local != sw_inuse(slab_word(slab)))
-			return true;
-		slab_free_held(s, t, slab);
+	uintptr_t owner = slab_owner_word(slab);
+	if (likely(owner == ((uintptr_t)t | HELD_ACTIVE))) {
+		local_push(s, slab, obj, fn);
+		return true;
 	}
+	if (unlikely((owner & ~HELD_MASK) != (uintptr_t)t))
+		return false;
+	local_push(s, slab, obj, fn);
+	/*
+	 * A partial slab whose objects are all on its local list or its shared
+	 * freelist is empty (other threads' frees only ever make it emptier); a
+	 * full one goes back to the partial list.
+	 */
+	if (likely((owner & HELD_MASK) == HELD_PARTIAL) &&
+	    ++slab->nr_local != sw_inuse(slab_word(slab)))
+		return true;
+	slab_free_held(s, t, slab);
 	return true;
 }
 

@@ -124,6 +124,14 @@ static void free_foreign_aligned(void *arg)
 	free(announce(p));
 }
 
+/* Pointers beyond the 47-bit user address space: the pagemap's bound check. */
+static void free_high(void *arg)
+{
+	void *q = malloc(100);
+	free(q);
+	free(announce((void *)(uintptr_t)arg));
+}
+
 /*
  * Expect @fn to abort with "kmm: @func(): invalid pointer 0x..." naming the
  * pointer it announced.
@@ -156,6 +164,10 @@ static void test_invalid_pointers(void)
 		expect_invalid(free_interior, (void *)&cases[i], "free");
 	expect_invalid(free_foreign, NULL, "free");
 	expect_invalid(free_foreign_aligned, NULL, "free");
+	static const uintptr_t high[] = {(uintptr_t)1 << 47, ((uintptr_t)1 << 47) + (4 << 20),
+					 (uintptr_t)0xffff800000001000ull, ~(uintptr_t)15};
+	for (size_t i = 0; i < ARRAY_SIZE(high); i++)
+		expect_invalid(free_high, (void *)high[i], "free");
 }
 
 /* ---- 2. double frees ---- */
