@@ -57,9 +57,11 @@
  *   partial -> empty  the slab sits on the node list: list_lock is taken
  *                     before the CAS, and the slab is freed if the node
  *                     already keeps min_partial slabs.
- * A thread's cpu partial list is bounded (cpu_partial_slabs); past the bound
- * it is unfrozen onto the node list in one locked pass, which is where the
- * empty slabs a thread's frees make go back to the page allocator.  A
+ * A thread's cpu partial list is bounded (cpu_partial_slabs, 8 MiB of slabs
+ * per cache); past the bound half of it is unfrozen onto the node list in
+ * one locked pass.  Slabs that other threads' objects a thread frees make
+ * partial join it only while it holds less than a batch
+ * (cpu_partial_batch, at most 1 MiB); past that they go to the node list.  A
  * thread's full slabs are unbounded (they hold no free object it could
  * use), and are unfrozen when the thread exits or flushes.
  *
@@ -475,7 +477,7 @@ static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
 {
 	if (!__atomic_load_n(&s->nr_partial, __ATOMIC_RELAXED))
 		return false;
-	unsigned want = 1 + s->cpu_partial_slabs / 2, got = 0;
+	unsigned want = 1 + s->cpu_partial_batch / 2, got = 0;
 	struct slab_thread *t = slab_tls;
 	kmm_lock(&s->list_lock);
 	while (got < want && !list_empty(&s->partial)) {
@@ -719,11 +721,15 @@ noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, 
 		was_frozen = frozen = sw_frozen(old);
 		if (!was_frozen) {
 			if (!prior) {
-				/* full -> partial: keep it on our cpu partial list. */
-				/* Never allocate a slot with list_lock held (lock order). */
+				/*
+				 * full -> partial: keep it on our cpu partial list, unless
+				 * that holds a batch already (a thread that only frees, as a
+				 * consumer does, must not hoard what the producer needs).
+				 * Never allocate a slot with list_lock held (lock order).
+				 */
 				if (!c && !locked)
 					c = cpu_slot_get(s->id, KMM_GFP_KERNEL);
-				if (c)
+				if (c && c->nr_partial < s->cpu_partial_batch)
 					frozen = true;
 				else if (!locked) {
 					kmm_lock(&s->list_lock);
@@ -795,7 +801,8 @@ void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const c
  * <= 1/8 throughout.
  */
 #define SLAB_BIG_ORDER 6 /* 256 KiB */
-#define CPU_PARTIAL_BYTES (1ul << 20)
+#define CPU_PARTIAL_BATCH_BYTES (1ul << 20)
+#define CPU_PARTIAL_BYTES (8ul << 20)
 
 static unsigned calculate_order(size_t size)
 {
@@ -861,13 +868,23 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->slab_mask = (KMM_PAGE_SIZE << order) - 1;
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	/*
-	 * Eight times the kernel's bound: a thread's frees relist its full slabs
-	 * here, and a list that overflows goes back to the node under its lock.
+	 * The batch: eight times the kernel's cpu partial bound, at most
+	 * CPU_PARTIAL_BATCH_BYTES: what a refill takes from the node at once, and
+	 * the most a thread keeps of slabs that other threads' objects it freed
+	 * made partial.
 	 */
-	s->cpu_partial_slabs = 8 * MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
-	/* ... but a thread holds at most CPU_PARTIAL_BYTES of partial slabs per cache. */
-	s->cpu_partial_slabs =
-		MAX(2u, MIN(s->cpu_partial_slabs, (unsigned)(CPU_PARTIAL_BYTES >> (KMM_PAGE_SHIFT + order))));
+	s->cpu_partial_batch = 8 * MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
+	s->cpu_partial_batch = MAX(2u, MIN(s->cpu_partial_batch,
+					   (unsigned)(CPU_PARTIAL_BATCH_BYTES >> (KMM_PAGE_SHIFT + order))));
+	/*
+	 * The bound: slabs the thread's own frees made partial stay with it, as
+	 * mimalloc's pages stay with their heap, up to CPU_PARTIAL_BYTES per
+	 * cache.  With random replacement (larson) every slab of a class is
+	 * partial; a tight bound unfroze half the list to the node and froze it
+	 * back a moment later, over and over.
+	 */
+	s->cpu_partial_slabs = MAX(s->cpu_partial_batch,
+				   (unsigned)(CPU_PARTIAL_BYTES >> (KMM_PAGE_SHIFT + order)));
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);

@@ -58,6 +58,7 @@ struct kmm_cache {
 	unsigned objects;       /* slots per slab */
 	unsigned init_batch;    /* slots a holder links (touches) at a time */
 	unsigned cpu_partial_slabs; /* most slabs a thread keeps on ->partial */
+	unsigned cpu_partial_batch; /* slabs a refill takes from the node; most a thread adopts */
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
 	unsigned long flags;
 	void (*ctor)(void *);
