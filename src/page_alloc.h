@@ -129,8 +129,9 @@ struct free_area {
 #define PCP_MAX_ORDER 3         /* the kernel's PAGE_ALLOC_COSTLY_ORDER */
 #define DECAY_MIN_ORDER 4       /* free blocks of >= 64 KiB are decommitted after a delay */
 #define HUGE_CACHE_SLOTS 16
-#define HUGE_CACHE_MIN (16ul << 20)
-#define HUGE_CACHE_MAX (128ul << 20)
+#define HUGE_CACHE_MIN (64ul << 20)
+#define HUGE_CACHE_MAX (256ul << 20)
+#define HUGE_CACHE_LIVE 3
 
 /*
  * A zone.  Every field below lock is guarded by it; fields read without it
@@ -271,7 +272,7 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr);
 /*
  * A mapping of @bytes (a page multiple beyond the largest block) aligned to
  * @align (a power of two, at least a section): the smallest cached freed
- * one that fits when @zero is false (its tail cut off beyond 5/4 of
+ * one that fits when @zero is false (its tail cut off beyond twice
  * @bytes), else a fresh one (which reads as zero).  Its length, >= @bytes,
  * goes to *@len.  NULL with errno ENOMEM.
  */
