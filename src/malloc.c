@@ -177,29 +177,48 @@ static noinline void free_invalid(void *p, struct page *slab)
 }
 static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
 
+/* Another thread's slab (or statistics on, or a thread that never allocated). */
+static noinline void free_remote(struct kmm_cache *s, struct page *slab, void *p,
+				 struct slab_thread *t)
+{
+	if (unlikely(t == &slab_thread_none))
+		free_slow(p);
+	else
+		slab_free_slow(s, slab, p, "free");
+}
+
+#define PG_FAST (PG_slab | PG_fastfree)
+
+/*
+ * free() takes random objects (larson) without a data-dependent branch on
+ * the way: the head of a slab of several pages is head_delta descriptors
+ * back, and the slab itself says where the holder's frees go (free_list:
+ * its slot's freelist while active, else its owner-local list), with
+ * held_used counting down to the rare cases (a full slab, an emptied one).
+ * The branches this replaced were mispredicted 38% and 40% of the time.
+ */
 KMM_EXPORT void free(void *p)
 {
 	uintptr_t e = pagemap_lookup(p);
 	struct slab_thread *t = malloc_tls;
-	if (likely(pagemap_is_section(e))) {
-		struct page *slab = &pagemap_section(e)->mem_map[((uintptr_t)p >> KMM_PAGE_SHIFT) &
-								  (KMM_SECTION_PAGES - 1)];
-		unsigned flags = page_flags(slab);
-		if (likely((flags & (PG_slab | PG_fastfree | PG_tail)) == (PG_slab | PG_fastfree))) {
-			struct kmm_cache *s = slab->slab_cache;
-			if (unlikely(!slot_start(s, p)))
-				return free_invalid(p, slab);
-			if (likely(slab_owner_word(slab) == ((uintptr_t)t | HELD_ACTIVE))) {
-				struct kmem_cache_cpu *c = fast_free_slot(s, t);
-				if (unlikely(!fast_free_ok(c, p)))
-					return free_double(p);
-				fast_free_push(c, p);
-				return;
-			}
-		}
-		return free_slab(p, slab, t);
-	}
-	free_slow(p);
+	if (unlikely(!pagemap_is_section(e)))
+		return free_slow(p);
+	struct page *page = &pagemap_section(e)->mem_map[((uintptr_t)p >> KMM_PAGE_SHIFT) &
+							  (KMM_SECTION_PAGES - 1)];
+	struct page *slab = page - page->head_delta;
+	if (unlikely((page_flags(slab) & PG_FAST) != PG_FAST))
+		return free_slab(p, page, t);
+	struct kmm_cache *s = slab->slab_cache;
+	if (unlikely(!slot_start(s, p)))
+		return free_invalid(p, slab);
+	if (unlikely(slab_owner(slab) != t))
+		return free_remote(s, slab, p, t);
+	void **list = slab->free_list;
+	if (unlikely(!fast_free_ok(list, p)))
+		return free_double(p);
+	fast_free_push(list, p);
+	if (unlikely(--slab->held_used == 0))
+		slab_free_held(s, t, slab);
 }
 
 KMM_EXPORT void cfree(void *p) { do_free(p, "cfree"); }

@@ -587,13 +587,16 @@ void prep_compound(struct page *head, unsigned order)
 	for (size_t i = 1; i < (1ul << order); i++) {
 		set_page_flags(&head[i], PG_tail);
 		head[i].head = head;
+		head[i].head_delta = i <= UINT8_MAX ? (uint8_t)i : 0;
 	}
 }
 
 void clear_compound(struct page *head, unsigned order)
 {
-	for (size_t i = 1; i < (1ul << order); i++)
+	for (size_t i = 1; i < (1ul << order); i++) {
 		set_page_flags(&head[i], 0);
+		head[i].head_delta = 0;
+	}
 }
 
 struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_order)

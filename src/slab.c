@@ -89,16 +89,37 @@ static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t ne
 
 
 
+/*
+ * @slab's holder becomes @owner (0: nobody) and keeps it at @held.  Its
+ * free_list follows (free() pushes there without looking at the place),
+ * and so does held_used, a countdown of the holder's frees to the next
+ * slab_free_held(): from UINT16_MAX for the active slab (restarted when it
+ * runs out), 1 for a full one (its first free moves it to the partial
+ * list); cpu_partial_add() sets it for a partial one.
+ */
+static always_inline void set_place(struct page *slab, uintptr_t owner, unsigned held)
+{
+	const struct kmm_cache *s = slab->slab_cache;
+	__atomic_store_n(&slab->owner, owner | held, __ATOMIC_RELAXED);
+	slab->free_list = held == HELD_ACTIVE && owner && s->fast_free
+				  ? (void **)(owner + s->cpu_offset) /* &cpu slot ->freelist */
+				  : &slab->local_free;
+	if (held == HELD_ACTIVE)
+		slab->held_used = UINT16_MAX;
+	else if (held == HELD_FULL)
+		slab->held_used = 1;
+}
+
 /* @t holds @slab (NULL: nobody), as its active slab. */
 static always_inline void set_owner(struct page *slab, struct slab_thread *t)
 {
-	__atomic_store_n(&slab->owner, (uintptr_t)t | HELD_ACTIVE, __ATOMIC_RELAXED);
+	set_place(slab, (uintptr_t)t, HELD_ACTIVE);
 }
 
 /* The holder of @slab moves it to @held. */
 static always_inline void set_held(struct page *slab, unsigned held)
 {
-	__atomic_store_n(&slab->owner, (slab_owner_word(slab) & ~HELD_MASK) | held, __ATOMIC_RELAXED);
+	set_place(slab, slab_owner_word(slab) & ~HELD_MASK, held);
 }
 
 /* Definitions of what slab.h declares for the inline fast paths. */
@@ -178,11 +199,14 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 	return cpu_slot(t, id);
 }
 
-/* Append @slab, just frozen by this thread or moved from its full list, to its cpu partial list. */
-static void cpu_partial_add(struct kmem_cache_cpu *c, struct page *slab)
+/*
+ * Append @slab, just frozen by this thread or moved from its full list, to
+ * its cpu partial list; @nlocal objects are on its owner-local list.
+ */
+static void cpu_partial_add(struct kmem_cache_cpu *c, struct page *slab, unsigned nlocal)
 {
 	set_held(slab, HELD_PARTIAL);
-	slab->nr_local = 0;
+	slab->held_used = (uint16_t)(sw_inuse(slab_word(slab)) - nlocal);
 	list_add_tail(&slab->slab_list, &c->partial);
 	c->nr_partial++;
 }
@@ -243,7 +267,6 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	set_page_flags(slab, PG_head | PG_slab | (s->fast_free ? PG_fastfree : 0));
 	prep_compound(slab, s->order);
 	slab->slab_cache = s;
-	slab->objects = s->objects;
 	slab->local_free = NULL;
 	set_owner(slab, slab_tls);
 	slab->nr_init = 0;
@@ -283,7 +306,6 @@ static void *take_objects(struct kmm_cache *s, struct page *slab)
 	void *fl = slab->local_free;
 	if (fl) {
 		slab->local_free = NULL;
-		slab->nr_local = 0;
 		return fl;
 	}
 	uint64_t old = slab_word(slab);
@@ -320,7 +342,6 @@ static void *join_private(struct kmm_cache *s, struct page *slab, void *freelist
 	void *lists[2] = {freelist, slab->local_free}, *head = NULL, *tail = NULL;
 	unsigned k = 0;
 	slab->local_free = NULL;
-	slab->nr_local = 0;
 	for (unsigned i = 0; i < 2; i++) {
 		if (!lists[i])
 			continue;
@@ -487,7 +508,7 @@ static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
 		if (got++ == 0) {
 			c->slab = slab;
 		} else {
-			cpu_partial_add(c, slab);
+			cpu_partial_add(c, slab, 0);
 		}
 	}
 	kmm_unlock(&s->list_lock);
@@ -659,7 +680,7 @@ static void cpu_partial_trim(struct kmm_cache *s, struct kmem_cache_cpu *c)
 
 static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
 {
-	cpu_partial_add(c, slab);
+	cpu_partial_add(c, slab, 0);
 	cpu_partial_trim(s, c);
 }
 
@@ -690,11 +711,16 @@ noinline void slab_free_held(const struct kmm_cache *cs, struct slab_thread *t, 
 	struct kmm_cache *s = (struct kmm_cache *)cs;
 	struct kmem_cache_cpu *c = cpu_slot(t, s->id);
 	bool emptied = true; /* a partial slab comes here only when emptied */
+	if (slab_held(slab) == HELD_ACTIVE) {
+		slab->held_used = UINT16_MAX; /* the countdown ran out (see set_place) */
+		return;
+	}
 	update_begin(t);
 	if (slab_held(slab) == HELD_FULL) {
+		/* Its owner-local list holds the object just freed, and nothing else. */
 		list_del(&slab->slab_list);
-		cpu_partial_add(c, slab);
-		emptied = ++slab->nr_local == sw_inuse(slab_word(slab));
+		cpu_partial_add(c, slab, 1);
+		emptied = slab->held_used == 0;
 	}
 	if (emptied)
 		cpu_partial_emptied(s, c, slab);
@@ -1051,7 +1077,7 @@ static unsigned long node_free_objects(struct kmm_cache *s, unsigned long *empty
 	{
 		struct page *slab = list_entry(pos, struct page, slab_list);
 		unsigned inuse = sw_inuse(slab_word(slab));
-		free_objs += slab->objects - inuse;
+		free_objs += s->objects - inuse;
 		n_empty += inuse == 0;
 	}
 	if (empty)
@@ -1313,7 +1339,7 @@ static bool cache_validate(struct kmm_cache *s)
 		uint64_t w = slab_word(slab);
 		if ((slab->flags & ~PG_fastfree) != (PG_head | PG_slab) || slab->slab_cache != s ||
 		    !(slab->flags & PG_fastfree) != !s->fast_free ||
-		    slab->order != s->order || slab->objects != s->objects)
+		    slab->order != s->order || slab->head_delta != 0)
 			SFAIL("cache %s: partial slab %p has a bad descriptor", s->name, page_to_virt(slab));
 		if (sw_frozen(w) || slab_owner(slab) || slab->local_free)
 			SFAIL("cache %s: frozen or owned slab %p on the node list", s->name,
@@ -1323,7 +1349,8 @@ static bool cache_validate(struct kmm_cache *s)
 			SFAIL("cache %s: slab %p: %u free + %u in use != %u objects", s->name,
 			      page_to_virt(slab), nfree, sw_inuse(w), s->objects);
 		for (unsigned i = 1; i < (1u << s->order); i++)
-			if (slab[i].flags != PG_tail || slab[i].head != slab)
+			if (slab[i].flags != PG_tail || slab[i].head != slab ||
+			    slab[i].head_delta != (i <= UINT8_MAX ? i : 0))
 				SFAIL("cache %s: slab %p tail %u not linked", s->name, page_to_virt(slab), i);
 		n++;
 	}
@@ -1357,11 +1384,12 @@ static bool cache_validate(struct kmm_cache *s)
 		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t)
 			SFAIL("cache %s: cpu partial slab not frozen, not ours or of another cache",
 			      s->name);
-		if (walk_freelist(s, p, p->local_free, &ok) != p->nr_local ||
-		    p->nr_local > sw_inuse(slab_word(p)) ||
+		unsigned nlocal = walk_freelist(s, p, p->local_free, &ok);
+		unsigned inuse = sw_inuse(slab_word(p));
+		if (nlocal > inuse || (slab_held(p) == HELD_PARTIAL && p->held_used + nlocal < inuse) ||
 		    (slab_held(p) != HELD_PARTIAL && slab_held(p) != HELD_EMPTY))
-			SFAIL("cache %s: cpu partial slab %p: not marked partial, or its local list "
-			      "is not nr_local long or longer than its in-use count", s->name,
+			SFAIL("cache %s: cpu partial slab %p: not marked partial, its local list longer "
+			      "than its in-use count, or held_used below the objects out", s->name,
 			      page_to_virt(p));
 	}
 	if (np != c->nr_partial || empties != c->nr_empty)

@@ -249,9 +249,9 @@ static always_inline uint64_t slab_word(const struct page *slab)
 }
 
 /*
- * @t freed an object to @slab, a slab it holds that is not its active one,
- * and the slab is full (held FULL) or has just become empty (nr_local counts
- * that object).
+ * @t freed an object to @slab, a slab it holds, and the slab is full (held
+ * FULL), has just become empty (held PARTIAL, held_used 0), or is its
+ * active slab whose held_used countdown reached 0.
  */
 void slab_free_held(const struct kmm_cache *s, struct slab_thread *t, struct page *slab);
 
@@ -281,25 +281,22 @@ static always_inline void local_push(const struct kmm_cache *s, struct page *sla
 }
 
 /*
- * free()'s push for a PG_fastfree slab that is @t's active slab: straight on
- * the slot's private freelist, where the next allocation finds it.  In two
- * halves, so that free() can report a failed check with a tail call: may
- * @obj go on the list (not its head, no canary), and push it.
+ * free()'s push for a PG_fastfree slab the thread holds, on its free_list:
+ * its slot's private freelist for its active slab (where the next
+ * allocation finds it), else the slab's owner-local list.  In two halves,
+ * so that free() can report a failed check with a tail call: may @obj go
+ * on the list (not its head, no canary), and push it.
  */
-static always_inline struct kmem_cache_cpu *fast_free_slot(const struct kmm_cache *s,
-							    struct slab_thread *t)
+_Static_assert(offsetof(struct kmem_cache_cpu, freelist) == 0, "free_list points at a slot");
+static always_inline bool fast_free_ok(void **list, void *obj)
 {
-	return (struct kmem_cache_cpu *)((char *)t + s->cpu_offset);
+	return obj != *list && *canary_word(obj) != canary_of(obj);
 }
-static always_inline bool fast_free_ok(struct kmem_cache_cpu *c, void *obj)
-{
-	return obj != c->freelist && *canary_word(obj) != canary_of(obj);
-}
-static always_inline void fast_free_push(struct kmem_cache_cpu *c, void *obj)
+static always_inline void fast_free_push(void **list, void *obj)
 {
 	*canary_word(obj) = canary_of(obj);
-	*(void **)obj = c->freelist;
-	c->freelist = obj;
+	*(void **)obj = *list;
+	*list = obj;
 }
 
 /*
@@ -328,8 +325,7 @@ static always_inline bool slab_local_push(const struct kmm_cache *s, struct slab
 	 * freelist is empty (other threads' frees only ever make it emptier); a
 	 * full one goes back to the partial list.
 	 */
-	if (likely((owner & HELD_MASK) == HELD_PARTIAL) &&
-	    ++slab->nr_local != sw_inuse(slab_word(slab)))
+	if (likely((owner & HELD_MASK) == HELD_PARTIAL) && --slab->held_used != 0)
 		return true;
 	slab_free_held(s, t, slab);
 	return true;
