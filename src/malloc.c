@@ -145,8 +145,9 @@ static noinline void free_slow(void *p) { do_free(p, "free"); }
  * tail, a cache without canary, a slab the thread keeps off its active
  * place, another thread's slab.  @slab is @p's frame descriptor.
  */
-static noinline void free_slab(void *p, struct page *slab, struct slab_thread *t)
+static noinline void free_slab(void *p, struct slab_thread *t)
 {
+	struct page *slab = virt_to_page(p);
 	unsigned flags = page_flags(slab);
 	if (flags & PG_tail) {
 		slab = slab->head;
@@ -203,11 +204,11 @@ KMM_EXPORT void free(void *p)
 	struct slab_thread *t = malloc_tls;
 	if (unlikely(!pagemap_is_section(e)))
 		return free_slow(p);
-	struct page *page = &pagemap_section(e)->mem_map[((uintptr_t)p >> KMM_PAGE_SHIFT) &
-							  (KMM_SECTION_PAGES - 1)];
-	struct page *slab = page - page->head_delta;
+	struct mem_section *ms = pagemap_section(e);
+	size_t idx = ((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1);
+	struct page *slab = &ms->mem_map[idx - ms->head_delta[idx]];
 	if (unlikely((page_flags(slab) & PG_FAST) != PG_FAST))
-		return free_slab(p, page, t);
+		return free_slab(p, t);
 	struct kmm_cache *s = slab->slab_cache;
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, slab);

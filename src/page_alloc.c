@@ -584,18 +584,20 @@ void free_pages(struct page *page, unsigned order)
 
 void prep_compound(struct page *head, unsigned order)
 {
+	uint8_t *delta = &page_section(head)->head_delta[page_index(head)];
 	for (size_t i = 1; i < (1ul << order); i++) {
 		set_page_flags(&head[i], PG_tail);
 		head[i].head = head;
-		head[i].head_delta = i <= UINT8_MAX ? (uint8_t)i : 0;
+		delta[i] = i <= UINT8_MAX ? (uint8_t)i : 0;
 	}
 }
 
 void clear_compound(struct page *head, unsigned order)
 {
+	uint8_t *delta = &page_section(head)->head_delta[page_index(head)];
 	for (size_t i = 1; i < (1ul << order); i++) {
 		set_page_flags(&head[i], 0);
-		head[i].head_delta = 0;
+		delta[i] = 0;
 	}
 }
 

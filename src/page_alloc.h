@@ -47,13 +47,7 @@ struct slab_thread;
 struct __attribute__((aligned(64))) page {
 	uint16_t flags;    /* PG_*; written under the zone lock or by the block's owner */
 	uint8_t order;     /* block order (heads) */
-	/*
-	 * Pages of a compound slab of up to 255 pages: how many pages back its
-	 * head is, so that free() finds the head with no branch on PG_tail (on
-	 * random objects that branch was mispredicted 38% of the time); 0 for
-	 * heads and every other page.
-	 */
-	uint8_t head_delta;
+	uint8_t unused;
 	union {
 		uint32_t nr_pages; /* PG_large: pages in the kmalloc block */
 		struct {
@@ -117,6 +111,14 @@ struct __attribute__((aligned(64))) page {
 struct zone;
 struct mem_section {
 	struct page mem_map[KMM_SECTION_PAGES];
+	/*
+	 * Per frame: how many frames back the head of its compound slab is
+	 * (slabs of up to 255 pages), 0 for heads and every other frame.
+	 * free() finds a slab's head with a subtraction, no branch on PG_tail
+	 * (on random objects that branch was mispredicted 38% of the time),
+	 * and from this dense array rather than the tail's own descriptor line.
+	 */
+	uint8_t head_delta[KMM_SECTION_PAGES];
 	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
 	unsigned migratetype;      /* MT_SMALL or MT_LARGE: which free lists its blocks join */
 	struct zone *zone;         /* owner; NULL while on the recycle list */

@@ -1339,7 +1339,7 @@ static bool cache_validate(struct kmm_cache *s)
 		uint64_t w = slab_word(slab);
 		if ((slab->flags & ~PG_fastfree) != (PG_head | PG_slab) || slab->slab_cache != s ||
 		    !(slab->flags & PG_fastfree) != !s->fast_free ||
-		    slab->order != s->order || slab->head_delta != 0)
+		    slab->order != s->order || page_section(slab)->head_delta[page_index(slab)] != 0)
 			SFAIL("cache %s: partial slab %p has a bad descriptor", s->name, page_to_virt(slab));
 		if (sw_frozen(w) || slab_owner(slab) || slab->local_free)
 			SFAIL("cache %s: frozen or owned slab %p on the node list", s->name,
@@ -1350,7 +1350,7 @@ static bool cache_validate(struct kmm_cache *s)
 			      page_to_virt(slab), nfree, sw_inuse(w), s->objects);
 		for (unsigned i = 1; i < (1u << s->order); i++)
 			if (slab[i].flags != PG_tail || slab[i].head != slab ||
-			    slab[i].head_delta != (i <= UINT8_MAX ? i : 0))
+			    page_section(slab)->head_delta[page_index(slab) + i] != (i <= UINT8_MAX ? i : 0))
 				SFAIL("cache %s: slab %p tail %u not linked", s->name, page_to_virt(slab), i);
 		n++;
 	}
