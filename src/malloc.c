@@ -178,17 +178,6 @@ static noinline void free_invalid(void *p, struct page *slab)
 }
 static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
 
-/* Another thread's slab (or statistics on, or a thread that never allocated). */
-static noinline void free_remote(struct kmm_cache *s, struct page *slab, void *p,
-				 struct slab_thread *t)
-{
-	if (unlikely(t == &slab_thread_none))
-		free_slow(p);
-	else
-		slab_free_slow(s, slab, p, "free");
-}
-
-#define PG_FAST (PG_slab | PG_fastfree)
 
 /*
  * free() takes random objects (larson) without a data-dependent branch on
@@ -207,13 +196,12 @@ KMM_EXPORT void free(void *p)
 	struct mem_section *ms = pagemap_section(e);
 	size_t idx = ((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1);
 	struct page *slab = &ms->mem_map[idx - ms->head_delta[idx]];
-	if (unlikely((page_flags(slab) & PG_FAST) != PG_FAST))
+	/* A slab this thread holds, of a cache the fast path takes (OWNER_FAST)? */
+	if (unlikely((slab_owner_word(slab) & ~HELD_MASK) != ((uintptr_t)t | OWNER_FAST)))
 		return free_slab(p, t);
 	struct kmm_cache *s = slab->slab_cache;
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, slab);
-	if (unlikely(slab_owner(slab) != t))
-		return free_remote(s, slab, p, t);
 	void **list = slab->free_list;
 	if (unlikely(!fast_free_ok(list, p)))
 		return free_double(p);

@@ -31,7 +31,6 @@ enum {
 	PG_large = 1u << 5, /* with PG_head: a kmalloc block of ->nr_pages */
 	PG_decay = 1u << 6, /* with PG_buddy: queued on the zone's decay list */
 	PG_isolated = 1u << 7, /* taken off the lists to be decommitted/released */
-	PG_fastfree = 1u << 8, /* with PG_slab: its cache has fast_free (slab.h) */
 };
 
 struct kmm_cache;
@@ -90,7 +89,7 @@ struct __attribute__((aligned(64))) page {
 			uintptr_t owner;
 			void *local_free;
 			/*
-			 * Where the holder's frees go (PG_fastfree slabs): its
+			 * Where the holder's frees go (fast_free caches): its
 			 * slot's private freelist while the slab is active, else
 			 * &local_free.  Set with owner, so free() needs no branch.
 			 */

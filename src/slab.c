@@ -100,7 +100,8 @@ static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t ne
 static always_inline void set_place(struct page *slab, uintptr_t owner, unsigned held)
 {
 	const struct kmm_cache *s = slab->slab_cache;
-	__atomic_store_n(&slab->owner, owner | held, __ATOMIC_RELAXED);
+	uintptr_t fast = owner && s->fast_free ? OWNER_FAST : 0;
+	__atomic_store_n(&slab->owner, owner | fast | held, __ATOMIC_RELAXED);
 	slab->free_list = held == HELD_ACTIVE && owner && s->fast_free
 				  ? (void **)(owner + s->cpu_offset) /* &cpu slot ->freelist */
 				  : &slab->local_free;
@@ -119,7 +120,7 @@ static always_inline void set_owner(struct page *slab, struct slab_thread *t)
 /* The holder of @slab moves it to @held. */
 static always_inline void set_held(struct page *slab, unsigned held)
 {
-	set_place(slab, slab_owner_word(slab) & ~HELD_MASK, held);
+	set_place(slab, slab_owner_word(slab) & ~OWNER_BITS, held);
 }
 
 /* Definitions of what slab.h declares for the inline fast paths. */
@@ -264,7 +265,7 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	struct page *slab = alloc_pages(flags & ~KMM_GFP_ZERO, s->order);
 	if (!slab)
 		return NULL;
-	set_page_flags(slab, PG_head | PG_slab | (s->fast_free ? PG_fastfree : 0));
+	set_page_flags(slab, PG_head | PG_slab);
 	prep_compound(slab, s->order);
 	slab->slab_cache = s;
 	slab->local_free = NULL;
@@ -1337,8 +1338,7 @@ static bool cache_validate(struct kmm_cache *s)
 	{
 		struct page *slab = list_entry(pos, struct page, slab_list);
 		uint64_t w = slab_word(slab);
-		if ((slab->flags & ~PG_fastfree) != (PG_head | PG_slab) || slab->slab_cache != s ||
-		    !(slab->flags & PG_fastfree) != !s->fast_free ||
+		if (slab->flags != (PG_head | PG_slab) || slab->slab_cache != s ||
 		    slab->order != s->order || page_section(slab)->head_delta[page_index(slab)] != 0)
 			SFAIL("cache %s: partial slab %p has a bad descriptor", s->name, page_to_virt(slab));
 		if (sw_frozen(w) || slab_owner(slab) || slab->local_free)

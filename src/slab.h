@@ -41,7 +41,17 @@ struct kmem_cache_cpu {
  * active.
  */
 enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2, HELD_EMPTY = 3 };
-#define HELD_MASK 3ul /* slab_threads are page blocks: their addresses leave these bits free */
+#define HELD_MASK 3ul
+/*
+ * Also in page.owner of a held slab: its cache has fast_free, so that
+ * free()'s one compare of the owner word asks "a live slab of mine that my
+ * fast path may take?" without reading the page flags first.  An owner
+ * word is nonzero only while its slab is frozen (unfreezing clears it, and
+ * only unfrozen slabs are given back), and no other use of the descriptor
+ * writes a page-aligned pointer there.
+ */
+#define OWNER_FAST 4ul
+#define OWNER_BITS 7ul /* slab_threads are page blocks: their addresses leave these bits free */
 
 struct kmm_cache {
 	/* Read-mostly; set at creation.  First what free() reads, in one line. */
@@ -67,7 +77,8 @@ struct kmm_cache {
 	bool canary;            /* free objects carry a canary in their second word */
 	/*
 	 * canary, free pointer at 0 and a slot in every thread's first chunk:
-	 * its slabs have PG_fastfree, and free() pushes straight on the slot.
+	 * its holder's owner word has OWNER_FAST, and free() pushes straight
+	 * on the slot.
 	 */
 	bool fast_free;
 	bool is_kmalloc;
@@ -261,7 +272,7 @@ static always_inline uintptr_t slab_owner_word(const struct page *slab)
 }
 static always_inline struct slab_thread *slab_owner(const struct page *slab)
 {
-	return (struct slab_thread *)(slab_owner_word(slab) & ~HELD_MASK);
+	return (struct slab_thread *)(slab_owner_word(slab) & ~OWNER_BITS);
 }
 /* Where the holder keeps @slab (holder-only; HELD_ACTIVE when unfrozen). */
 static always_inline unsigned slab_held(const struct page *slab)
@@ -281,7 +292,7 @@ static always_inline void local_push(const struct kmm_cache *s, struct page *sla
 }
 
 /*
- * free()'s push for a PG_fastfree slab the thread holds, on its free_list:
+ * free()'s push for a fast_free slab the thread holds, on its free_list:
  * its slot's private freelist for its active slab (where the next
  * allocation finds it), else the slab's owner-local list.  In two halves,
  * so that free() can report a failed check with a tail call: may @obj go
@@ -312,7 +323,7 @@ static always_inline void fast_free_push(void **list, void *obj)
 static always_inline bool slab_local_push(const struct kmm_cache *s, struct slab_thread *t,
 					  struct page *slab, void *obj, const char *fn)
 {
-	uintptr_t owner = slab_owner_word(slab);
+	uintptr_t owner = slab_owner_word(slab) & ~OWNER_FAST;
 	if (likely(owner == ((uintptr_t)t | HELD_ACTIVE))) {
 		local_push(s, slab, obj, fn);
 		return true;
