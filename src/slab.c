@@ -246,13 +246,26 @@ static void partial_del(struct kmm_cache *s, struct page *slab)
 static void *init_objects(struct kmm_cache *s, struct page *slab, unsigned n, void **tailp)
 {
 	char *base = (char *)page_to_virt(slab) + (size_t)slab->nr_init * s->size;
-	for (unsigned i = 0; i < n; i++) {
-		char *obj = base + (size_t)i * s->size;
-		if (s->ctor)
-			s->ctor(obj);
-		set_freepointer(s, obj, i + 1 < n ? obj + s->size : NULL);
-		if (s->canary)
-			*canary_word(obj) = canary_of(obj);
+	size_t size = s->size;
+	if (s->canary && !s->ctor) {
+		/* The common case (every malloc class), as a tight loop: next, canary. */
+		uintptr_t magic = free_magic;
+		char *obj = base, *last = base + (size_t)(n - 1) * size;
+		for (; obj < last; obj += size) {
+			((uintptr_t *)obj)[0] = (uintptr_t)(obj + size);
+			((uintptr_t *)obj)[1] = magic ^ (uintptr_t)obj;
+		}
+		((uintptr_t *)last)[0] = 0;
+		((uintptr_t *)last)[1] = magic ^ (uintptr_t)last;
+	} else {
+		for (unsigned i = 0; i < n; i++) {
+			char *obj = base + (size_t)i * size;
+			if (s->ctor)
+				s->ctor(obj);
+			set_freepointer(s, obj, i + 1 < n ? obj + size : NULL);
+			if (s->canary)
+				*canary_word(obj) = canary_of(obj);
+		}
 	}
 	slab->nr_init = (uint16_t)(slab->nr_init + n);
 	if (tailp)
@@ -702,6 +715,16 @@ static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, s
 		list_add(&slab->slab_list, &c->partial);
 		c->nr_partial++;
 		c->nr_empty++;
+		return;
+	}
+	if (__atomic_load_n(&s->nr_partial, __ATOMIC_RELAXED) >= s->min_partial) {
+		/*
+		 * The node keeps enough: give it back as it is.  No object is out,
+		 * so no other thread can be freeing to it, and unfreezing would
+		 * only walk its free lists and link its never-used slots.
+		 */
+		set_owner(slab, NULL);
+		discard_slab(s, slab);
 		return;
 	}
 	deactivate_slab(s, slab, NULL);
