@@ -85,8 +85,9 @@ void kmalloc_init(void)
 		kmalloc_small_index[j] = (uint8_t)c;
 	}
 	for (size_t j = 0; j <= KMALLOC_SLOT_TABLE_MAX / 16; j++)
-		kmalloc_slot_offset[j] =
-			(uint16_t)offsetof(struct slab_thread, first[kmalloc_index(MAX(16 * j, (size_t)16))]);
+		kmalloc_slot_offset[j] = (uint16_t)(
+			offsetof(struct slab_thread, first[kmalloc_index(MAX(16 * j, (size_t)16))]) -
+			OWNER_FAST);
 	for (i = 0; i < NR_KMALLOC_CLASSES; i++) {
 		size_t sz = kmalloc_class_size[i];
 		if (sz >= 1024 && sz % 1024 == 0)

@@ -41,9 +41,10 @@ static always_inline unsigned kmalloc_index(size_t size)
 #define KMALLOC_SLOT_TABLE_MAX 8192
 extern KMM_HIDDEN uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
 
-static always_inline struct kmem_cache_cpu *kmalloc_slot_of(struct slab_thread *t, size_t size)
+/* @owner: malloc_owner (a slab_thread's address plus OWNER_FAST). */
+static always_inline struct kmem_cache_cpu *kmalloc_slot_of(char *owner, size_t size)
 {
-	return (struct kmem_cache_cpu *)((char *)t + kmalloc_slot_offset[(size + 15) >> 4]);
+	return (struct kmem_cache_cpu *)(owner + kmalloc_slot_offset[(size + 15) >> 4]);
 }
 
 /*

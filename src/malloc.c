@@ -98,7 +98,7 @@ static void *do_realloc(void *p, size_t size, const char *fn)
  * slab_thread (kmalloc caches live in its inline first chunk), and a pop.
  * free: the pagemap entry, the frame's descriptor, its slab, the slot-start
  * check, and a push on the slab's owner-local list if the thread holds it.
- * Both read the thread through malloc_tls, which is slab_thread_none (no
+ * Both read the thread through malloc_owner, which is slab_thread_none's (no
  * object, no slab) until the thread's first allocation and whenever
  * statistics are on, so that one pointer load stands for "set up?" and
  * "statistics off?".  Anything else goes to the general paths above.
@@ -106,11 +106,12 @@ static void *do_realloc(void *p, size_t size, const char *fn)
 /* Every malloc the fast path did not serve. */
 static noinline void *malloc_slow(size_t size)
 {
-	struct slab_thread *t = malloc_tls;
-	if (likely(t != &slab_thread_none) && size <= KMM_KMALLOC_MAX_CACHE_SIZE) {
+	char *owner = malloc_owner;
+	if (likely(owner != MALLOC_OWNER_NONE) && size <= KMM_KMALLOC_MAX_CACHE_SIZE) {
+		struct slab_thread *t = malloc_owner_thread(owner);
 		struct kmem_cache_cpu *c;
 		if (likely(size <= KMALLOC_SLOT_TABLE_MAX)) {
-			c = kmalloc_slot_of(t, size); /* its private freelist is empty */
+			c = kmalloc_slot_of(owner, size); /* its private freelist is empty */
 		} else {
 			c = &t->first[kmalloc_index(size)];
 			void *obj = kmalloc_cpu_pop(c);
@@ -129,9 +130,9 @@ static noinline void *malloc_slow(size_t size)
 
 KMM_EXPORT void *malloc(size_t size)
 {
-	struct slab_thread *t = malloc_tls;
+	char *owner = malloc_owner;
 	if (likely(size <= KMALLOC_SLOT_TABLE_MAX)) {
-		void *obj = kmalloc_cpu_pop(kmalloc_slot_of(t, size));
+		void *obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
 		if (likely(obj != NULL))
 			return obj;
 	}
@@ -141,9 +142,9 @@ KMM_EXPORT void *malloc(size_t size)
 static noinline void free_slow(void *p) { do_free(p, "free"); }
 
 /*
- * Every free of a slab object the fast path did not finish: a compound
- * tail, a cache without canary, a slab the thread keeps off its active
- * place, another thread's slab.  @slab is @p's frame descriptor.
+ * Every free of a slab object the fast path did not take: another thread's
+ * slab, a cache without fast_free, a slab of more than 255 pages, a thread
+ * whose malloc_owner is slab_thread_none's; and everything not a slab.
  */
 static noinline void free_slab(void *p, struct slab_thread *t)
 {
@@ -190,15 +191,15 @@ static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", 
 KMM_EXPORT void free(void *p)
 {
 	uintptr_t e = pagemap_lookup(p);
-	struct slab_thread *t = malloc_tls;
+	char *owner = malloc_owner;
 	if (unlikely(!pagemap_is_section(e)))
 		return free_slow(p);
 	struct mem_section *ms = pagemap_section(e);
 	size_t idx = ((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1);
 	struct page *slab = &ms->mem_map[idx - ms->head_delta[idx]];
 	/* A slab this thread holds, of a cache the fast path takes (OWNER_FAST)? */
-	if (unlikely((slab_owner_word(slab) & ~HELD_MASK) != ((uintptr_t)t | OWNER_FAST)))
-		return free_slab(p, t);
+	if (unlikely((slab_owner_word(slab) & ~HELD_MASK) != (uintptr_t)owner))
+		return free_slab(p, malloc_owner_thread(owner));
 	struct kmm_cache *s = slab->slab_cache;
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, slab);
@@ -207,7 +208,7 @@ KMM_EXPORT void free(void *p)
 		return free_double(p);
 	fast_free_push(list, p);
 	if (unlikely(--slab->held_used == 0))
-		slab_free_held(s, t, slab);
+		slab_free_held(s, malloc_owner_thread(owner), slab);
 }
 
 KMM_EXPORT void cfree(void *p) { do_free(p, "cfree"); }

@@ -127,12 +127,12 @@ static always_inline void set_held(struct page *slab, unsigned held)
 uintptr_t free_magic;
 __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
 struct slab_thread slab_thread_none __attribute__((aligned(64)));
-__thread struct slab_thread *malloc_tls __attribute__((tls_model("initial-exec"))) = &slab_thread_none;
+__thread char *malloc_owner __attribute__((tls_model("initial-exec"))) = MALLOC_OWNER_NONE;
 
 void slab_fast_enable(void)
 {
 	if (slab_tls)
-		malloc_tls = slab_tls;
+		malloc_owner = (char *)slab_tls + OWNER_FAST;
 }
 
 /* ---- caches and threads ---- */
@@ -1237,7 +1237,7 @@ void slab_thread_exit(void)
 	list_del(&t->registry);
 	kmm_unlock(&slab_threads_lock);
 	slab_tls = NULL;
-	malloc_tls = &slab_thread_none;
+	malloc_owner = MALLOC_OWNER_NONE;
 	slab_exited = true;
 	for (unsigned i = 1; i < SLAB_CHUNKS; i++)
 		if (t->chunk[i])

@@ -156,16 +156,22 @@ extern KMM_HIDDEN __thread struct slab_thread *slab_tls
 	__attribute__((tls_model("initial-exec")));
 
 /*
- * The calling thread's slab state as the malloc fast paths see it: its
- * slab_thread once the malloc layer has let it (slab_fast_enable()), else
- * slab_thread_none, whose slots are all empty and which holds no slab, so
- * that the fast paths need no NULL test: a pop from it fails and a free
- * never matches its owner, and both go to their slow paths.
+ * The calling thread's slab state as the malloc fast paths see it: the
+ * address of its slab_thread plus OWNER_FAST once the malloc layer has let
+ * it (slab_fast_enable()), else that of slab_thread_none, whose slots are
+ * all empty and which holds no slab.  So the fast paths need no NULL test
+ * (a pop from it fails, a free never matches its owner, and both go to
+ * their slow paths), and free() compares a slab's owner word with it as it
+ * is.  Slot offsets for it (kmalloc_slot_offset) are OWNER_FAST short.
  */
-extern KMM_HIDDEN __thread struct slab_thread *malloc_tls
-	__attribute__((tls_model("initial-exec")));
+extern KMM_HIDDEN __thread char *malloc_owner __attribute__((tls_model("initial-exec")));
 extern KMM_HIDDEN struct slab_thread slab_thread_none;
-/* Point malloc_tls at the calling thread's slab_thread, if it has one. */
+#define MALLOC_OWNER_NONE ((char *)&slab_thread_none + OWNER_FAST)
+static always_inline struct slab_thread *malloc_owner_thread(char *owner)
+{
+	return (struct slab_thread *)(owner - OWNER_FAST);
+}
+/* Point malloc_owner at the calling thread's slab_thread, if it has one. */
 void slab_fast_enable(void);
 
 static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsigned id)
