@@ -169,6 +169,31 @@ static noinline void free_slab(void *p, struct slab_thread *t)
 }
 
 /*
+ * free() on a slab the thread does not hold as a fast_free one, @slab the
+ * head its head_delta found: another thread's slab (a remote free: one CAS,
+ * without free_slab()'s second lookup), or whatever free_slab() sorts out.
+ */
+static noinline void free_other(void *p, struct page *slab, char *owner)
+{
+	struct slab_thread *t = malloc_owner_thread(owner);
+	if (unlikely(stats_enabled))
+		return free_slow(p);
+	if (likely((page_flags(slab) & (PG_slab | PG_head)) == (PG_slab | PG_head))) {
+		/*
+		 * A thread that never allocated (a consumer) frees here too:
+		 * slab_thread_none holds nothing, and the shared freelist needs
+		 * no slab_thread.
+		 */
+		struct kmm_cache *s = slab->slab_cache;
+		check_object(s, slab, p, "free");
+		if (!slab_local_push(s, t, slab, p, "free"))
+			slab_free_slow(s, slab, p, "free");
+		return;
+	}
+	free_slab(p, t);
+}
+
+/*
  * Reports for free()'s fast path.  They are not declared noreturn (though
  * they do not return) so that free() reaches them with a tail call and
  * needs no stack frame of its own.
@@ -199,7 +224,7 @@ KMM_EXPORT void free(void *p)
 	struct page *slab = &ms->mem_map[idx - ms->head_delta[idx]];
 	/* A slab this thread holds, of a cache the fast path takes (OWNER_FAST)? */
 	if (unlikely((slab_owner_word(slab) & ~HELD_MASK) != (uintptr_t)owner))
-		return free_slab(p, malloc_owner_thread(owner));
+		return free_other(p, slab, owner);
 	struct kmm_cache *s = slab->slab_cache;
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, slab);

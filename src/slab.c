@@ -48,7 +48,10 @@
  *
  * Free fast path: an object of any slab the thread holds goes on that slab's
  * owner-local list (the mimalloc shape: a thread's frees to its own slabs
- * never need an atomic, whichever slab is active).  Any other free is one CAS
+ * never need an atomic, whichever slab is active); malloc's free() puts an
+ * object of the active slab straight on the slot's private freelist
+ * instead (page.free_list says which list, page.held_used counts down to
+ * the rare transitions; see set_place()).  Any other free is one CAS
  * pushing the object on the slab's shared freelist (lock-free; never waits
  * for the slab's holder).
  * Two transitions of unfrozen slabs need more (the kernel's __slab_free):
@@ -753,8 +756,44 @@ noinline void slab_free_held(const struct kmm_cache *cs, struct slab_thread *t, 
 	update_end(t);
 }
 
-/* A free to a slab the thread does not hold (the kernel's __slab_free). */
+/*
+ * A free to a slab the thread does not hold (the kernel's __slab_free).  The
+ * common case first, in a function small enough to need no saved
+ * registers: another thread holds the slab frozen, so the object only goes
+ * on its shared freelist, with one CAS.  An unfrozen slab (its state may
+ * change with this free) goes to slab_free_unfrozen() before anything is
+ * written.
+ */
+static noinline void slab_free_unfrozen(struct kmm_cache *s, struct page *slab, void *obj,
+					const char *fn);
+
 noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
+{
+	uint64_t old = slab_word(slab);
+	if (unlikely(!sw_frozen(old)))
+		return slab_free_unfrozen(s, slab, obj, fn);
+	uintptr_t was = 0;
+	if (s->canary) {
+		was = *canary_word(obj);
+		KMM_CHECK(was != canary_of(obj), fn, "double free %p", obj);
+		*canary_word(obj) = canary_of(obj);
+	}
+	do {
+		void *prior = sw_freelist(old);
+		KMM_CHECK(obj != prior, fn, "double free %p", obj);
+		KMM_CHECK(sw_inuse(old) > 0, fn, "double free %p (no object of its slab is in use)", obj);
+		if (unlikely(!sw_frozen(old))) {
+			/* Unfrozen meanwhile: nothing is published yet; start over there. */
+			if (s->canary)
+				*canary_word(obj) = was;
+			return slab_free_unfrozen(s, slab, obj, fn);
+		}
+		set_freepointer(s, obj, prior);
+	} while (!slab_cas(slab, &old, sw_pack(obj, sw_inuse(old) - 1, true)));
+}
+
+static noinline void slab_free_unfrozen(struct kmm_cache *s, struct page *slab, void *obj,
+					const char *fn)
 {
 	struct slab_thread *t = slab_tls;
 	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
