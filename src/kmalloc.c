@@ -3,17 +3,13 @@
  * kmalloc.c - allocation by size over the slab caches, the buddy allocator
  * and the OS.
  *
- * Size classes.  Every multiple of 16 up to 256 (and 8), then eight classes
- * per doubling up to 1 KiB, 2^k * {9/8 .. 16/8} for 2^k = 256, 512, then
- * four, 2^k * {5/4, 6/4, 7/4, 8/4} for 2^k = 1024 .. 32768, ending at
- * 64 KiB (57 classes, "kmalloc-8" .. "kmalloc-64k").  A request of n bytes
- * gets the smallest class >= n.  Worst-case internal waste:
- *   n <= 256:   at most 15 bytes (17 -> 32 is the worst);
- *   n <= 1024:  class - n < 2^k / 8 <= n / 8, under 12.5% of the request;
- *   n > 1024:   class - n < 2^k / 4 <= n / 4, under 25%.
- * The fine classes are where programs allocate most (glibc's exact fit
- * left kmm's quarter steps 1.2-1.5x behind on the small-object workloads'
- * RSS); above 1 KiB, objects are few and slabs large.
+ * Size classes.  8, 16, 32, 48, 64, then four classes per doubling:
+ * 2^k * {5/4, 6/4, 7/4, 8/4} for 2^k = 64 .. 32768, ending at 64 KiB
+ * (45 classes, "kmalloc-8" .. "kmalloc-64k").  A request of n bytes gets the
+ * smallest class >= n.  Worst-case internal waste:
+ *   n <= 64:    at most 15 bytes (17 -> 32 is the worst);
+ *   n > 64:     class - n < 2^k / 4 <= n / 4, i.e. under 25% of the request
+ *               (and under 20% of the slot).
  * Every class above 8 is a multiple of 16, so results are 16-byte aligned;
  * slabs are buddy blocks aligned to their size, so power-of-two classes are
  * naturally aligned.
@@ -66,18 +62,13 @@ static unsigned long large_blocks, huge_blocks;
 void kmalloc_init(void);
 void kmalloc_init(void)
 {
+	static const size_t small[5] = {8, 16, 32, 48, 64};
 	unsigned i = 0;
-	kmalloc_class_size[i++] = 8;
-	for (size_t sz = 16; sz <= 256; sz += 16)
-		kmalloc_class_size[i++] = sz;
-	for (size_t base = 256; base < 1024; base *= 2)
-		for (unsigned q = 9; q <= 16; q++)
-			kmalloc_class_size[i++] = base * q / 8;
-	KMM_ASSERT(i == KMALLOC_INDEX_1K + 1 && kmalloc_class_size[KMALLOC_INDEX_1K] == 1024);
-	for (size_t base = 1024; i < NR_KMALLOC_CLASSES; base *= 2)
+	for (; i < 5; i++)
+		kmalloc_class_size[i] = small[i];
+	for (size_t base = 64; i < NR_KMALLOC_CLASSES; base *= 2)
 		for (unsigned q = 5; q <= 8 && i < NR_KMALLOC_CLASSES; q++)
 			kmalloc_class_size[i++] = base * q / 4;
-	KMM_ASSERT(kmalloc_class_size[NR_KMALLOC_CLASSES - 1] == KMM_KMALLOC_MAX_CACHE_SIZE);
 	/* The lookup table: smallest class >= 16 * j (j = 0 maps like 16). */
 	for (unsigned j = 0, c = 1; j <= 1024 / 16; j++) {
 		while (kmalloc_class_size[c] < MAX(16u * j, 16u))

@@ -10,8 +10,7 @@
 #include "internal.h"
 #include "slab.h"
 
-#define NR_KMALLOC_CLASSES 57
-#define KMALLOC_INDEX_1K 32 /* the class of 1024 bytes (kmalloc.c) */
+#define NR_KMALLOC_CLASSES 45
 #define KMALLOC_MAX_PAGES_SIZE (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
 
 /* The size-class caches; cache ids equal class indexes. */
@@ -28,9 +27,9 @@ static always_inline unsigned kmalloc_index(size_t size)
 			return 0; /* kmalloc-8: (size + 15) / 16 cannot tell 8 from 16 */
 		return kmalloc_small_index[(size + 15) >> 4];
 	}
-	unsigned b = ilog2_ul(size - 1);                    /* size in (2^b, 2^(b+1)], b >= 10 */
+	unsigned b = ilog2_ul(size - 1);                    /* size in (2^b, 2^(b+1)] */
 	unsigned k = (unsigned)((size - 1) >> (b - 2)) - 3; /* quarter 1..4 */
-	return KMALLOC_INDEX_1K + 1 + (b - 10) * 4 + (k - 1);
+	return 5 + (b - 6) * 4 + (k - 1);
 }
 
 /*

@@ -51,11 +51,8 @@ static void check_block(const void *p, size_t size, const char *what)
 		CHECK(is_aligned(p, want), "%s: power-of-two size %zu at %p not aligned to %zu", what,
 		      size, p, want);
 	}
-	if (size <= 256)
+	if (size <= 64)
 		CHECK(ks - size <= 15, "%s: size %zu gets ksize %zu (waste above 15)", what, size, ks);
-	else if (size <= 1024)
-		CHECK(ks - size < size / 8, "%s: size %zu gets ksize %zu (waste of size/8 or more)",
-		      what, size, ks);
 	else if (size <= KMM_KMALLOC_MAX_CACHE_SIZE)
 		CHECK(ks - size <= size / 4, "%s: size %zu gets ksize %zu (waste above size/4)", what,
 		      size, ks);
