@@ -83,8 +83,12 @@ struct kmm_cache {
 	bool fast_free;
 	bool is_kmalloc;
 
-	/* The node: list_lock guards partial and nr_partial. */
-	kmm_lock_t list_lock;
+	/*
+	 * The node: list_lock guards partial and nr_partial.  Its own cache
+	 * lines, so that taking the lock or counting slabs never takes the
+	 * read-mostly fields above (every free reads them) from other cores.
+	 */
+	kmm_lock_t list_lock __attribute__((aligned(64)));
 	struct list_head partial;   /* unfrozen slabs with free objects */
 	unsigned long nr_partial;
 
@@ -92,7 +96,7 @@ struct kmm_cache {
 	unsigned long nr_slabs;
 
 	struct list_head list;      /* slab_caches (slab_mutex) */
-};
+} __attribute__((aligned(64)));
 
 #define SLAB_MAX_CACHES 4096
 
