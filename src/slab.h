@@ -321,9 +321,11 @@ static always_inline void fast_free_push(void **list, void *obj)
 }
 
 /*
- * The free fast path: an object of a slab that thread @t (non-NULL) holds
- * frozen - its active slab, one on its cpu partial list or one on its full
- * list - goes on that slab's owner-local list, with no atomic.  Returns
+ * The local free of kmm_cache_free() and kfree(), and of free() for what
+ * its own fast path does not take: an object of a slab that thread @t
+ * (non-NULL) holds frozen - its active slab, one on its cpu partial list or
+ * one on its full list - goes on that slab's owner-local list, with no
+ * atomic.  Returns
  * false (nothing done) for any other slab.  The caller has checked that
  * @obj starts a slot of @slab.
  *
