@@ -43,6 +43,7 @@
 struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
 uint8_t kmalloc_small_index[1024 / 16 + 1];
 uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
+uint16_t kmalloc_slot_offset_big[(KMM_KMALLOC_MAX_CACHE_SIZE >> KMALLOC_SLOT_BIG_SHIFT) + 1];
 static size_t kmalloc_class_size[NR_KMALLOC_CLASSES];
 static char kmalloc_names[NR_KMALLOC_CLASSES][32];
 
@@ -74,6 +75,16 @@ void kmalloc_init(void)
 		while (kmalloc_class_size[c] < MAX(16u * j, 16u))
 			c++;
 		kmalloc_small_index[j] = (uint8_t)c;
+	}
+	/* Entries from 8 KiB + 2 KiB up: smaller sizes use the table below. */
+	for (size_t j = (KMALLOC_SLOT_TABLE_MAX >> KMALLOC_SLOT_BIG_SHIFT) + 1;
+	     j <= KMM_KMALLOC_MAX_CACHE_SIZE >> KMALLOC_SLOT_BIG_SHIFT; j++) {
+		size_t size = j << KMALLOC_SLOT_BIG_SHIFT;
+		/* Exact only if no class boundary falls inside a 2 KiB step. */
+		KMM_ASSERT(kmalloc_class_size[kmalloc_index(size)] ==
+			   kmalloc_class_size[kmalloc_index(size - (1ul << KMALLOC_SLOT_BIG_SHIFT) + 1)]);
+		kmalloc_slot_offset_big[j] = (uint16_t)(
+			offsetof(struct slab_thread, first[kmalloc_index(size)]) - OWNER_FAST);
 	}
 	for (size_t j = 0; j <= KMALLOC_SLOT_TABLE_MAX / 16; j++)
 		kmalloc_slot_offset[j] = (uint16_t)(

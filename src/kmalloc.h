@@ -39,11 +39,24 @@ static always_inline unsigned kmalloc_index(size_t size)
  */
 #define KMALLOC_SLOT_TABLE_MAX 8192
 extern KMM_HIDDEN uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
+/*
+ * The same above 8 KiB, up to KMM_KMALLOC_MAX_CACHE_SIZE, by 2 KiB steps
+ * (every class boundary there is a multiple of 2 KiB): one more compare on
+ * malloc's path for the sizes that need it, none for the others.
+ */
+#define KMALLOC_SLOT_BIG_SHIFT 11
+extern KMM_HIDDEN uint16_t kmalloc_slot_offset_big[(KMM_KMALLOC_MAX_CACHE_SIZE >> KMALLOC_SLOT_BIG_SHIFT) + 1];
 
 /* @owner: malloc_owner (a slab_thread's address plus OWNER_FAST). */
 static always_inline struct kmem_cache_cpu *kmalloc_slot_of(char *owner, size_t size)
 {
 	return (struct kmem_cache_cpu *)(owner + kmalloc_slot_offset[(size + 15) >> 4]);
+}
+/* For 8 KiB < @size <= KMM_KMALLOC_MAX_CACHE_SIZE. */
+static always_inline struct kmem_cache_cpu *kmalloc_slot_of_big(char *owner, size_t size)
+{
+	size_t j = (size + (1ul << KMALLOC_SLOT_BIG_SHIFT) - 1) >> KMALLOC_SLOT_BIG_SHIFT;
+	return (struct kmem_cache_cpu *)(owner + kmalloc_slot_offset_big[j]);
 }
 
 /*

@@ -110,14 +110,11 @@ static noinline void *malloc_slow(size_t size)
 	if (likely(owner != MALLOC_OWNER_NONE) && size <= KMM_KMALLOC_MAX_CACHE_SIZE) {
 		struct slab_thread *t = malloc_owner_thread(owner);
 		struct kmem_cache_cpu *c;
-		if (likely(size <= KMALLOC_SLOT_TABLE_MAX)) {
-			c = kmalloc_slot_of(owner, size); /* its private freelist is empty */
-		} else {
-			c = &t->first[kmalloc_index(size)];
-			void *obj = kmalloc_cpu_pop(c);
-			if (obj)
-				return obj;
-		}
+		/* The slot's private freelist is empty (malloc() tried it). */
+		if (likely(size <= KMALLOC_SLOT_TABLE_MAX))
+			c = kmalloc_slot_of(owner, size);
+		else
+			c = kmalloc_slot_of_big(owner, size);
 		struct kmm_cache *s = &kmalloc_caches[c - t->first];
 		void *obj = slab_take_local(s, c);
 		return obj ? obj : slab_alloc_refill(s, c, MALLOC_FLAGS);
@@ -131,11 +128,15 @@ static noinline void *malloc_slow(size_t size)
 KMM_EXPORT void *malloc(size_t size)
 {
 	char *owner = malloc_owner;
-	if (likely(size <= KMALLOC_SLOT_TABLE_MAX)) {
-		void *obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
-		if (likely(obj != NULL))
-			return obj;
-	}
+	void *obj;
+	if (likely(size <= KMALLOC_SLOT_TABLE_MAX))
+		obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
+	else if (size <= KMM_KMALLOC_MAX_CACHE_SIZE)
+		obj = kmalloc_cpu_pop(kmalloc_slot_of_big(owner, size));
+	else
+		obj = NULL;
+	if (likely(obj != NULL))
+		return obj;
 	return malloc_slow(size);
 }
 

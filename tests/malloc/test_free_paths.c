@@ -6,7 +6,8 @@
  * (held_used) that hands a full slab back to the partial list and an
  * emptied one back to the node.
  *
- * For classes from 48 B to 3 KiB (slabs of 1 to 8 pages), a thread
+ * For classes from 48 B to 40 KB (slabs of 1 to 64 pages; the ones above
+ * 8 KiB through malloc's second slot table), a thread
  * allocates many blocks, frees a random half and checks the slab
  * invariants, allocates again into the holes, and frees everything in a
  * random order.  Then the class's slabs must be nearly all gone: a thread
@@ -75,6 +76,8 @@ static void check(size_t i, size_t size)
 static void run_class(struct rng *r, size_t size)
 {
 	static size_t order[NBLOCKS];
+	/* At most 48 MiB of blocks. */
+	size_t n = (48u << 20) / size < NBLOCKS ? (48u << 20) / size : NBLOCKS;
 	size_t cls = kmm_kmalloc_size_class(size);
 	char name[32];
 	if (cls >= 1024 && cls % 1024 == 0)
@@ -84,32 +87,32 @@ static void run_class(struct rng *r, size_t size)
 	unsigned long pages = 1;
 	unsigned long before = num_slabs(name, &pages);
 
-	for (size_t i = 0; i < NBLOCKS; i++) {
+	for (size_t i = 0; i < n; i++) {
 		blocks[i] = malloc(size);
 		CHECK(blocks[i] != NULL, "malloc(%zu) failed", size);
 		fill(i, size);
 	}
 	unsigned long full = num_slabs(name, &pages);
-	CHECK(full > before + 8, "%s: %lu slabs for %d blocks (%lu before)", name, full, NBLOCKS,
+	CHECK(full > before + 8, "%s: %lu slabs for %zu blocks (%lu before)", name, full, n,
 	      before);
 
 	/* A random half: frees to partial, full and active slabs, tails included. */
-	shuffle(r, order, NBLOCKS);
-	for (size_t k = 0; k < NBLOCKS / 2; k++) {
+	shuffle(r, order, n);
+	for (size_t k = 0; k < n / 2; k++) {
 		check(order[k], size);
 		free(blocks[order[k]]);
 		blocks[order[k]] = NULL;
 	}
 	CHECK(kmm_slab_validate(NULL) == 0, "%s: slab invariants broken after half the frees", name);
-	for (size_t k = 0; k < NBLOCKS / 2; k++) {
+	for (size_t k = 0; k < n / 2; k++) {
 		blocks[order[k]] = malloc(size);
 		CHECK(blocks[order[k]] != NULL, "malloc(%zu) failed", size);
 		fill(order[k], size);
 	}
 	CHECK(kmm_slab_validate(NULL) == 0, "%s: slab invariants broken after refilling", name);
 
-	shuffle(r, order, NBLOCKS);
-	for (size_t k = 0; k < NBLOCKS; k++) {
+	shuffle(r, order, n);
+	for (size_t k = 0; k < n; k++) {
 		check(order[k], size);
 		free(blocks[order[k]]);
 	}
@@ -128,7 +131,7 @@ int main(void)
 	uint64_t seed = test_init("test_free_paths", 0x6672656570617431ull);
 	struct rng r;
 	rng_seed(&r, seed);
-	static const size_t sizes[] = {48, 200, 500, 1000, 3000};
+	static const size_t sizes[] = {48, 200, 500, 1000, 3000, 12000, 40000};
 	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
 		run_class(&r, sizes[i]);
 	return test_finish();
