@@ -42,7 +42,6 @@
  * uses carries the double-free canary.
  */
 #define MALLOC_MIN_SIZE 16
-#define MALLOC_MIN_CLASS 1
 
 /* Every malloc-family allocation off the fast path: @align 0 for the default. */
 static void *do_alloc(size_t size, size_t align, unsigned gfp)
@@ -96,13 +95,13 @@ static void *do_realloc(void *p, size_t size, const char *fn)
  * The fast paths, no lock, no atomic, every check kept.  malloc: the slot
  * of the size's class, read from a table of slot offsets in the thread's
  * slab_thread (kmalloc caches live in its inline first chunk), and a pop.
- * free: the pagemap entry, the frame's descriptor, its slab, the slot-start
- * check, and a push on the slab's owner-local list if the thread holds it.
- * Both read the thread through malloc_owner, which is slab_thread_none's (no
- * object, no slab) until the thread's first allocation and whenever
- * statistics are on, so that one pointer load stands for "set up?" and
- * "statistics off?".  Anything else goes to the general paths above.
+ * free: see below.  Both read the thread through malloc_owner, which is
+ * slab_thread_none's (no object, no slab) until the thread's first
+ * allocation and whenever statistics are on, so that one load stands for
+ * "set up?" and "statistics off?".  Anything else goes to the general paths
+ * above.
  */
+
 /* Every malloc the fast path did not serve. */
 static noinline void *malloc_slow(size_t size)
 {
@@ -143,55 +142,25 @@ KMM_EXPORT void *malloc(size_t size)
 static noinline void free_slow(void *p) { do_free(p, "free"); }
 
 /*
- * Every free of a slab object the fast path did not take: another thread's
- * slab, a cache without fast_free, a slab of more than 255 pages, a thread
- * whose malloc_owner is slab_thread_none's; and everything not a slab.
- */
-static noinline void free_slab(void *p, struct slab_thread *t)
-{
-	struct page *slab = virt_to_page(p);
-	unsigned flags = page_flags(slab);
-	if (flags & PG_tail) {
-		slab = slab->head;
-		flags = page_flags(slab);
-	}
-	if (unlikely(!(flags & PG_slab))) {
-		free_slow(p);
-		return;
-	}
-	struct kmm_cache *s = slab->slab_cache;
-	check_object(s, slab, p, "free");
-	if (slab_local_push(s, t, slab, p, "free"))
-		return;
-	if (unlikely(t == &slab_thread_none))
-		free_slow(p); /* statistics, or a thread that never allocated */
-	else
-		slab_free_slow(s, slab, p, "free");
-}
-
-/*
- * free() on a slab the thread does not hold as a fast_free one, @slab the
- * head its head_delta found: another thread's slab (a remote free: one CAS,
- * without free_slab()'s second lookup), or whatever free_slab() sorts out.
+ * Every free the fast path did not take, @slab the descriptor head_delta
+ * led to: another thread's slab (a remote free, one CAS; a thread that
+ * never allocated frees here too, as the shared freelist needs no
+ * slab_thread), the thread's own slab of a cache without fast_free, a tail
+ * of a slab of more than 255 pages, anything not a slab; and every free
+ * while statistics are on.
  */
 static noinline void free_other(void *p, struct page *slab, char *owner)
 {
-	struct slab_thread *t = malloc_owner_thread(owner);
+	unsigned flags;
 	if (unlikely(stats_enabled))
 		return free_slow(p);
-	if (likely((page_flags(slab) & (PG_slab | PG_head)) == (PG_slab | PG_head))) {
-		/*
-		 * A thread that never allocated (a consumer) frees here too:
-		 * slab_thread_none holds nothing, and the shared freelist needs
-		 * no slab_thread.
-		 */
-		struct kmm_cache *s = slab->slab_cache;
-		check_object(s, slab, p, "free");
-		if (!slab_local_push(s, t, slab, p, "free"))
-			slab_free_slow(s, slab, p, "free");
-		return;
-	}
-	free_slab(p, t);
+	slab = compound_head_flags(slab, &flags);
+	if (unlikely(!(flags & PG_slab)))
+		return free_slow(p);
+	struct kmm_cache *s = slab->slab_cache;
+	check_object(s, slab, p, "free");
+	if (!slab_local_push(s, malloc_owner_thread(owner), slab, p, "free"))
+		slab_free_slow(s, slab, p, "free");
 }
 
 /*
@@ -204,7 +173,6 @@ static noinline void free_invalid(void *p, struct page *slab)
 	check_object(slab->slab_cache, slab, p, "free");
 }
 static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
-
 
 /*
  * free() takes random objects (larson) without a data-dependent branch on

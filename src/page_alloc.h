@@ -46,7 +46,7 @@ struct slab_thread;
 struct __attribute__((aligned(64))) page {
 	uint16_t flags;    /* PG_*; written under the zone lock or by the block's owner */
 	uint8_t order;     /* block order (heads) */
-	uint8_t unused;
+	uint8_t spare;     /* free: the header is 8 bytes either way */
 	union {
 		uint32_t nr_pages; /* PG_large: pages in the kmalloc block */
 		struct {
