@@ -60,6 +60,12 @@ static struct kmm_cache huge_block_cache;
 static unsigned long long large_bytes, huge_bytes, huge_mapped;
 static unsigned long large_blocks, huge_blocks;
 
+/* Where class @idx's slot lies from a malloc_owner (slab_thread + OWNER_FAST). */
+static uint16_t slot_offset(unsigned idx)
+{
+	return (uint16_t)(offsetof(struct slab_thread, first[idx]) - OWNER_FAST);
+}
+
 void kmalloc_init(void);
 void kmalloc_init(void)
 {
@@ -83,13 +89,10 @@ void kmalloc_init(void)
 		/* Exact only if no class boundary falls inside a 2 KiB step. */
 		KMM_ASSERT(kmalloc_class_size[kmalloc_index(size)] ==
 			   kmalloc_class_size[kmalloc_index(size - (1ul << KMALLOC_SLOT_BIG_SHIFT) + 1)]);
-		kmalloc_slot_offset_big[j] = (uint16_t)(
-			offsetof(struct slab_thread, first[kmalloc_index(size)]) - OWNER_FAST);
+		kmalloc_slot_offset_big[j] = slot_offset(kmalloc_index(size));
 	}
 	for (size_t j = 0; j <= KMALLOC_SLOT_TABLE_MAX / 16; j++)
-		kmalloc_slot_offset[j] = (uint16_t)(
-			offsetof(struct slab_thread, first[kmalloc_index(MAX(16 * j, (size_t)16))]) -
-			OWNER_FAST);
+		kmalloc_slot_offset[j] = slot_offset(kmalloc_index(MAX(16 * j, (size_t)16)));
 	for (i = 0; i < NR_KMALLOC_CLASSES; i++) {
 		size_t sz = kmalloc_class_size[i];
 		if (sz >= 1024 && sz % 1024 == 0)

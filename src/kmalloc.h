@@ -58,6 +58,12 @@ static always_inline struct kmem_cache_cpu *kmalloc_slot_of_big(char *owner, siz
 	size_t j = (size + (1ul << KMALLOC_SLOT_BIG_SHIFT) - 1) >> KMALLOC_SLOT_BIG_SHIFT;
 	return (struct kmem_cache_cpu *)(owner + kmalloc_slot_offset_big[j]);
 }
+/* Either, for 0 <= @size <= KMM_KMALLOC_MAX_CACHE_SIZE (malloc() inlines the choice itself). */
+static always_inline struct kmem_cache_cpu *kmalloc_slot_for(char *owner, size_t size)
+{
+	return size <= KMALLOC_SLOT_TABLE_MAX ? kmalloc_slot_of(owner, size)
+					      : kmalloc_slot_of_big(owner, size);
+}
 
 /*
  * The pop for a kmalloc class of 16 bytes or more: such caches have their

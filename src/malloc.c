@@ -108,12 +108,8 @@ static noinline void *malloc_slow(size_t size)
 	char *owner = malloc_owner;
 	if (likely(owner != MALLOC_OWNER_NONE) && size <= KMM_KMALLOC_MAX_CACHE_SIZE) {
 		struct slab_thread *t = malloc_owner_thread(owner);
-		struct kmem_cache_cpu *c;
 		/* The slot's private freelist is empty (malloc() tried it). */
-		if (likely(size <= KMALLOC_SLOT_TABLE_MAX))
-			c = kmalloc_slot_of(owner, size);
-		else
-			c = kmalloc_slot_of_big(owner, size);
+		struct kmem_cache_cpu *c = kmalloc_slot_for(owner, size);
 		struct kmm_cache *s = &kmalloc_caches[c - t->first];
 		void *obj = slab_take_local(s, c);
 		return obj ? obj : slab_alloc_refill(s, c, MALLOC_FLAGS);

@@ -103,9 +103,9 @@ static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t ne
 static always_inline void set_place(struct page *slab, uintptr_t owner, unsigned held)
 {
 	const struct kmm_cache *s = slab->slab_cache;
-	uintptr_t fast = owner && s->fast_free ? OWNER_FAST : 0;
-	__atomic_store_n(&slab->owner, owner | fast | held, __ATOMIC_RELAXED);
-	slab->free_list = held == HELD_ACTIVE && owner && s->fast_free
+	bool fast = owner && s->fast_free;
+	__atomic_store_n(&slab->owner, owner | (fast ? OWNER_FAST : 0) | held, __ATOMIC_RELAXED);
+	slab->free_list = fast && held == HELD_ACTIVE
 				  ? (void **)(owner + s->cpu_offset) /* &cpu slot ->freelist */
 				  : &slab->local_free;
 	if (held == HELD_ACTIVE)

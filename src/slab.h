@@ -325,9 +325,10 @@ static always_inline void fast_free_push(void **list, void *obj)
  * its own fast path does not take: an object of a slab that thread @t
  * (non-NULL) holds frozen - its active slab, one on its cpu partial list or
  * one on its full list - goes on that slab's owner-local list, with no
- * atomic.  Returns
- * false (nothing done) for any other slab.  The caller has checked that
- * @obj starts a slot of @slab.
+ * atomic, and held_used counts down to slab_free_held() as in free() (a
+ * full slab's first free, an emptied partial one).  Returns false (nothing
+ * done) for any other slab.  The caller has checked that @obj starts a slot
+ * of @slab.
  *
  * The owner compare is exact without ordering: only t stores t there, and t
  * clears it before it lets the slab go, so t never reads its own id stale.
@@ -335,22 +336,11 @@ static always_inline void fast_free_push(void **list, void *obj)
 static always_inline bool slab_local_push(const struct kmm_cache *s, struct slab_thread *t,
 					  struct page *slab, void *obj, const char *fn)
 {
-	uintptr_t owner = slab_owner_word(slab) & ~OWNER_FAST;
-	if (likely(owner == ((uintptr_t)t | HELD_ACTIVE))) {
-		local_push(s, slab, obj, fn);
-		return true;
-	}
-	if (unlikely((owner & ~HELD_MASK) != (uintptr_t)t))
+	if (unlikely(slab_owner(slab) != t))
 		return false;
 	local_push(s, slab, obj, fn);
-	/*
-	 * A partial slab whose objects are all on its local list or its shared
-	 * freelist is empty (other threads' frees only ever make it emptier); a
-	 * full one goes back to the partial list.
-	 */
-	if (likely((owner & HELD_MASK) == HELD_PARTIAL) && --slab->held_used != 0)
-		return true;
-	slab_free_held(s, t, slab);
+	if (unlikely(--slab->held_used == 0))
+		slab_free_held(s, t, slab);
 	return true;
 }
 
