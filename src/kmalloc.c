@@ -163,41 +163,47 @@ static void kfree_huge(struct huge_block *hb)
 /* Resize a huge block without copying: within its mapping, in place, else moved by mremap. */
 static bool krealloc_huge(struct huge_block *hb, size_t size)
 {
-	size_t bytes = ALIGN_UP(size, KMM_PAGE_SIZE);
+	if (size > PTRDIFF_MAX)
+		return false; /* (the rounding below would wrap); the copy path says ENOMEM */
+	size_t bytes = ALIGN_UP(size, KMM_PAGE_SIZE), len = ALIGN_UP(bytes, HUGE_CHUNK);
 	if (bytes <= hb->len && bytes >= hb->len / 2) {
 		/* The mapping has room (or does not waste half of itself): no call. */
 		__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
 		hb->size = bytes;
 		return true;
 	}
-	if (huge_span(bytes) == huge_span(hb->len) &&
-	    os_remap_inplace(hb->addr, hb->len, bytes) == 0) {
-		__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
-		__atomic_fetch_add(&huge_mapped, bytes - hb->len, __ATOMIC_RELAXED);
-		huge_resized(hb->len, bytes);
-		hb->size = hb->len = bytes;
-		return true;
+	if (len < hb->len) {
+		/* Shrink: the tail's pages join the pool, its sections leave the pagemap first. */
+		if (huge_span(len) < huge_span(hb->len))
+			pagemap_set((char *)hb->addr + huge_span(len), huge_span(hb->len) - huge_span(len),
+				    NULL, PAGEMAP_NONE);
+		huge_unmap((char *)hb->addr + len, hb->len - len);
+	} else if (huge_grow_inplace(hb->addr, hb->len, len) == 0) {
+		if (pagemap_set(hb->addr, huge_span(len), hb, PAGEMAP_HUGE) != 0) {
+			/* No pagemap for the new sections: give the growth back. */
+			huge_unmap((char *)hb->addr + hb->len, len - hb->len);
+			return false;
+		}
+	} else {
+		/*
+		 * Unpublish the old span before the move: once mremap has vacated
+		 * it, another thread may map a section there and publish it, and a
+		 * late clear would wipe that entry out.
+		 */
+		pagemap_set(hb->addr, huge_span(hb->len), NULL, PAGEMAP_NONE);
+		void *p = huge_move(hb->addr, hb->len, len);
+		if (!p) {
+			pagemap_set(hb->addr, huge_span(hb->len), hb, PAGEMAP_HUGE); /* leaves exist */
+			return false;
+		}
+		if (pagemap_set(p, huge_span(len), hb, PAGEMAP_HUGE) != 0) /* huge_move() opened it */
+			kmm_fatal("krealloc", "cannot map the moved block %p", p);
+		hb->addr = p;
 	}
-	if (bytes < hb->len)
-		return false; /* shrinking in place failed: unheard of; copy instead */
-	/*
-	 * Unpublish the old span before the move: once mremap has vacated it,
-	 * another thread may map a section there and publish it, and a late
-	 * clear would wipe that entry out.
-	 */
-	pagemap_set(hb->addr, huge_span(hb->len), NULL, PAGEMAP_NONE);
-	void *p = os_remap_aligned(hb->addr, hb->len, bytes, KMM_SECTION_SIZE);
-	if (!p) {
-		pagemap_set(hb->addr, huge_span(hb->len), hb, PAGEMAP_HUGE); /* leaves exist */
-		return false;
-	}
-	if (pagemap_set(p, huge_span(bytes), hb, PAGEMAP_HUGE) != 0)
-		kmm_fatal("krealloc", "cannot map the moved block %p", p); /* leaves exist: can't happen */
 	__atomic_fetch_add(&huge_bytes, bytes - hb->size, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&huge_mapped, bytes - hb->len, __ATOMIC_RELAXED);
-	huge_resized(hb->len, bytes);
-	hb->addr = p;
-	hb->size = hb->len = bytes;
+	__atomic_fetch_add(&huge_mapped, len - hb->len, __ATOMIC_RELAXED);
+	hb->size = bytes;
+	hb->len = len;
 	return true;
 }
 

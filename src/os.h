@@ -61,6 +61,14 @@ int os_remap_inplace(void *addr, size_t old_size, size_t new_size);
  */
 void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t align);
 
+/*
+ * Move the pages of [@src, @src + @len) to @dst, replacing what was mapped
+ * there, without copying or faulting (mremap), @chunk bytes at a time: the
+ * range may span several mappings, but each chunk must lie in one.
+ * 0, or -1 with errno ENOMEM (the chunks moved so far stay moved).
+ */
+int os_move_pages(void *src, size_t len, void *dst, size_t chunk);
+
 /* The CLOCK_MONOTONIC time @ms from now, for timed waits. */
 void os_deadline_ms(struct timespec *ts, long ms);
 

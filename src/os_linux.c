@@ -162,6 +162,25 @@ void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t alig
 	return p;
 }
 
+int os_move_pages(void *src, size_t len, void *dst, size_t chunk)
+{
+	/*
+	 * Chunk by chunk, always: before Linux 6.17 one mremap cannot span
+	 * mappings, and one path on every kernel is one path tested.  Aligned
+	 * 2 MiB chunks move whole page tables; a call costs about a microsecond.
+	 * No injected failure: a move back after a partial move must not fail.
+	 */
+	for (size_t off = 0; off < len; off += chunk) {
+		size_t n = MIN(chunk, len - off);
+		if (mremap((char *)src + off, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, (char *)dst + off) ==
+		    MAP_FAILED) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	return 0;
+}
+
 void os_deadline_ms(struct timespec *ts, long ms)
 {
 	clock_gettime(CLOCK_MONOTONIC, ts);

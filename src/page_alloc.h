@@ -149,6 +149,7 @@ struct free_area {
 #define PCP_MAX_ORDER 3         /* the kernel's PAGE_ALLOC_COSTLY_ORDER */
 #define DECAY_MIN_ORDER 4       /* free blocks of >= 64 KiB are decommitted after a delay */
 #define HUGE_CACHE_SLOTS 16
+#define HUGE_CHUNK (2ul << 20) /* huge mappings are whole chunks (see huge_map()) */
 #define HUGE_CACHE_MIN (64ul << 20)
 #define HUGE_CACHE_MAX (256ul << 20)
 #define HUGE_CACHE_LIVE 3
@@ -290,17 +291,28 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr);
 
 /* Mark/unmark the tails of a block as belonging to @head (compound pages). */
 /*
- * A mapping of @bytes (a page multiple beyond the largest block) aligned to
- * @align (a power of two, at least a section): the smallest cached freed
- * one that fits when @zero is false (its tail cut off beyond twice
- * @bytes), else a fresh one (which reads as zero).  Its length, >= @bytes,
- * goes to *@len.  NULL with errno ENOMEM.
+ * A mapping of @bytes (beyond the largest block) aligned to @align (a power
+ * of two, at least a section), HUGE_CHUNK-rounded; its length goes to
+ * *@len.  Made of pooled freed pages where it can be (a fitting piece, or
+ * pieces moved in); with @zero a fresh mapping, which reads as zero.  NULL
+ * with errno ENOMEM.
  */
 void *huge_map(size_t bytes, size_t align, bool zero, size_t *len);
-/* Give back a mapping huge_map() returned: cached for reuse, or unmapped. */
+/* Give back a mapping, or a chunk-aligned tail of one: pooled for reuse, or unmapped. */
 void huge_unmap(void *addr, size_t len);
-/* A mapping huge_map() returned was resized (mremap) from @old_len to @new_len. */
-void huge_resized(size_t old_len, size_t new_len);
+/*
+ * Grow a mapping from huge_map() in place to @new_len (chunk multiples),
+ * its new part filled from the pool.  0, or -1 (unchanged) if the address
+ * space after it is taken.
+ */
+int huge_grow_inplace(void *addr, size_t old_len, size_t new_len);
+/*
+ * Move a mapping from huge_map() to a fresh section-aligned place of
+ * @new_len bytes (no copy), its new part filled from the pool, the pagemap
+ * pages for it opened (publishing it cannot fail).  The new address, or
+ * NULL with errno ENOMEM (the mapping is then where it was).
+ */
+void *huge_move(void *addr, size_t old_len, size_t new_len);
 /* Bytes of freed mappings kept mapped for reuse. */
 size_t huge_cached_bytes(void);
 

@@ -21,6 +21,9 @@
  *   6. the detectors: kfree of a stack address, of p+1 and a double kfree
  *      abort with a "kmm" report.
  */
+#include <stdbool.h>
+#include <sys/mman.h>
+
 #include "common.h"
 
 #define MiB (1024ul * 1024ul)
@@ -544,6 +547,90 @@ static void test_huge_cache(void)
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay) == 0, "restoring KMM_DECAY_MS");
 }
 
+/* Each 4 KiB page of [p, p + n) holds its index (salted), for move checks. */
+static void stamp_pages(char *p, size_t n, unsigned salt)
+{
+	for (size_t off = 0; off < n; off += 4096)
+		*(unsigned *)(p + off) = (unsigned)(off >> 12) ^ salt;
+}
+
+static void check_pages(const char *p, size_t n, unsigned salt, const char *what)
+{
+	for (size_t off = 0; off < n; off += 4096)
+		CHECK(*(const unsigned *)(p + off) == ((unsigned)(off >> 12) ^ salt),
+		      "%s: page %zu lost its bytes", what, off >> 12);
+}
+
+/*
+ * Freed huge mappings are a pool of resident pages: a request no single
+ * piece holds is made of several, moved in by mremap (their old bytes show
+ * that the pages were moved, not faulted in anew); such a block, whose
+ * pages come from several mappings, still grows, moves and shrinks by
+ * realloc without losing a byte, and kmm_trim() empties the pool.
+ */
+static void test_huge_pool(void)
+{
+	const size_t slack = 64 * 1024;
+	long decay = kmm_tune_get(KMM_TUNE_DECAY_MS);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 60000) == 0, "kmm_tune_set(DECAY_MS)");
+	kmm_trim();
+	unsigned long long r0 = resident_now();
+
+	char *a = kmm_kmalloc(6 * MiB, KMM_GFP_KERNEL), *b = kmm_kmalloc(8 * MiB, KMM_GFP_KERNEL);
+	CHECK(a && b, "kmm_kmalloc(6 MiB, 8 MiB) failed");
+	memset(a, 0x11, 6 * MiB);
+	memset(b, 0x22, 8 * MiB);
+	kmm_kfree(a);
+	kmm_kfree(b);
+	CHECK(resident_now() >= r0 + 14 * MiB, "the freed 6 + 8 MiB are not kept (%llu, %llu)",
+	      resident_now(), r0);
+
+	/* 13 MiB: neither piece holds it, both are moved in, the larger first. */
+	char *c = kmm_kmalloc(13 * MiB, KMM_GFP_KERNEL);
+	CHECK(c != NULL, "kmm_kmalloc(13 MiB) failed");
+	CHECK(c[0] == 0x22 && c[8 * MiB - 1] == 0x22 && c[8 * MiB] == 0x11 &&
+		      c[13 * MiB - 1] == 0x11,
+	      "the 13 MiB block is not made of the freed pages (%#x %#x %#x %#x)",
+	      (unsigned char)c[0], (unsigned char)c[8 * MiB - 1], (unsigned char)c[8 * MiB],
+	      (unsigned char)c[13 * MiB - 1]);
+	CHECK(resident_now() <= r0 + 14 * MiB + slack,
+	      "resident %llu: pieces were kept beside the block made of them (start %llu)",
+	      resident_now(), r0);
+	stamp_pages(c, 13 * MiB, 0xc0);
+
+	/* Grown in place, or moved chunk by chunk if something is mapped after it. */
+	void *guard = mmap(c + 14 * MiB, 4096, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	bool guarded = guard == (void *)(c + 14 * MiB);
+	char *d = kmm_krealloc(c, 30 * MiB, KMM_GFP_KERNEL | KMM_GFP_ZERO);
+	CHECK(d != NULL, "krealloc(13 -> 30 MiB) failed");
+	CHECK(!guarded || d != c, "growth in place over a mapping that is in the way");
+	check_pages(d, 13 * MiB, 0xc0, "13 -> 30 MiB");
+	for (size_t i = 13 * MiB; i < 30 * MiB; i += 4093)
+		CHECK(d[i] == 0, "byte %zu of the grown part is %#x, not 0", i, (unsigned char)d[i]);
+	printf("  huge pool: 6 + 8 MiB freed made a 13 MiB block; grown to 30 MiB %s\n",
+	       d != c ? "by a chunk-wise move" : "in place");
+	if (guard != MAP_FAILED)
+		munmap(guard, 4096);
+	stamp_pages(d, 30 * MiB, 0xd0);
+
+	/* Shrunk: the tail's pages join the pool; grown again from it. */
+	char *e = kmm_krealloc(d, 5 * MiB, KMM_GFP_KERNEL);
+	CHECK(e == d, "shrinking moved the block");
+	check_pages(e, 5 * MiB, 0xd0, "30 -> 5 MiB");
+	char *f = kmm_krealloc(e, 24 * MiB, KMM_GFP_KERNEL);
+	CHECK(f != NULL, "krealloc(5 -> 24 MiB) failed");
+	check_pages(f, 5 * MiB, 0xd0, "5 -> 24 MiB");
+	memset(f + 5 * MiB, 0x5a, 19 * MiB);
+	CHECK(kmm_slab_validate(NULL) == 0 && kmm_buddy_validate() == 0, "validators after the moves");
+	kmm_kfree(f);
+
+	kmm_trim();
+	CHECK(resident_now() <= r0 + slack, "resident %llu after kmm_trim, %llu at the start",
+	      resident_now(), r0);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay) == 0, "restoring KMM_DECAY_MS");
+}
+
 int main(void)
 {
 	struct rng r;
@@ -555,6 +642,7 @@ int main(void)
 	test_zeroing();
 	test_krealloc(&r);
 	test_huge_cache();
+	test_huge_pool();
 	test_detectors();
 	CHECK(kmm_slab_validate(NULL) == 0, "kmm_slab_validate(NULL) failed at the end");
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed at the end");
