@@ -41,10 +41,16 @@
 #include "slab.h"
 
 struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
-uint8_t kmalloc_small_index[1024 / 16 + 1];
+uint8_t kmalloc_small_index[8192 / 16 + 1];
 uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
 uint16_t kmalloc_slot_offset_big[(KMM_KMALLOC_MAX_CACHE_SIZE >> KMALLOC_SLOT_BIG_SHIFT) + 1];
-static size_t kmalloc_class_size[NR_KMALLOC_CLASSES];
+static const size_t kmalloc_class_size[NR_KMALLOC_CLASSES] = {
+	8,     16,    32,    48,    64,    80,    96,    112,   128,   160,   192,   224,
+	256,   320,   384,   448,   512,   640,   768,   896,   1024,  1152,  1280,  1536,
+	1792,  2048,  2304,  2560,  3072,  3584,  4096,  4608,  5120,  6144,  7168,  8192,
+	10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
+};
+_Static_assert(KMM_KMALLOC_MAX_CACHE_SIZE == 65536, "the last class");
 static char kmalloc_names[NR_KMALLOC_CLASSES][32];
 
 /* A block mapped from the OS on its own. */
@@ -69,15 +75,10 @@ static uint16_t slot_offset(unsigned idx)
 void kmalloc_init(void);
 void kmalloc_init(void)
 {
-	static const size_t small[5] = {8, 16, 32, 48, 64};
-	unsigned i = 0;
-	for (; i < 5; i++)
-		kmalloc_class_size[i] = small[i];
-	for (size_t base = 64; i < NR_KMALLOC_CLASSES; base *= 2)
-		for (unsigned q = 5; q <= 8 && i < NR_KMALLOC_CLASSES; q++)
-			kmalloc_class_size[i++] = base * q / 4;
+	unsigned i;
+	KMM_ASSERT(kmalloc_class_size[KMALLOC_INDEX_8K] == 8192);
 	/* The lookup table: smallest class >= 16 * j (j = 0 maps like 16). */
-	for (unsigned j = 0, c = 1; j <= 1024 / 16; j++) {
+	for (unsigned j = 0, c = 1; j <= 8192 / 16; j++) {
 		while (kmalloc_class_size[c] < MAX(16u * j, 16u))
 			c++;
 		kmalloc_small_index[j] = (uint8_t)c;
