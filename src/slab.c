@@ -947,8 +947,12 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->align = (unsigned)align;
 	s->order = order;
 	s->objects = (unsigned)objects;
-	/* A page's worth of slots at a time, at least 8. */
-	s->init_batch = (unsigned)MIN(objects, MAX((size_t)8, KMM_PAGE_SIZE / sz));
+	/*
+	 * A page's worth of slots at a time (at least one): linking writes
+	 * into each slot, and for slots of 1 KiB and up a batch of 8 faulted
+	 * in pages no one asked for (32 KiB for a stdio buffer).
+	 */
+	s->init_batch = (unsigned)MIN(objects, MAX((size_t)1, KMM_PAGE_SIZE / sz));
 	s->div_magic = UINT64_MAX / sz + 1;
 	uint64_t e = (uint64_t)sz * s->div_magic; /* size * m - 2^64 (check_object) */
 	/* A power-of-two size leaves no tail: its slots fill the slab. */
