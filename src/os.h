@@ -55,13 +55,6 @@ void os_decommit(void *addr, size_t size);
 int os_remap_inplace(void *addr, size_t old_size, size_t new_size);
 
 /*
- * Move a mapping to a fresh place aligned to @align, resized to @new_size,
- * without copying (mremap onto a reserved aligned range).  Returns the new
- * address, or NULL with errno ENOMEM (the old mapping is then intact).
- */
-void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t align);
-
-/*
  * Move the pages of [@src, @src + @len) to @dst, replacing what was mapped
  * there, without copying or faulting (mremap), @chunk bytes at a time: the
  * range may span several mappings, but each chunk must lie in one.

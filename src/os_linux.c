@@ -148,20 +148,6 @@ int os_remap_inplace(void *addr, size_t old_size, size_t new_size)
 	return 0;
 }
 
-void *os_remap_aligned(void *addr, size_t old_size, size_t new_size, size_t align)
-{
-	void *dest = os_map_aligned(new_size, align); /* makes the fault check */
-	if (!dest)
-		return NULL;
-	void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest);
-	if (p == MAP_FAILED) {
-		munmap(dest, new_size);
-		errno = ENOMEM;
-		return NULL;
-	}
-	return p;
-}
-
 int os_move_pages(void *src, size_t len, void *dst, size_t chunk)
 {
 	/*
