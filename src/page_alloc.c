@@ -776,43 +776,41 @@ static size_t huge_cache_cap(struct zone *z)
 }
 
 /*
- * Put pieces into the pool, stamped @freed_ms; pieces that do not fit
- * (slots, cap) make the oldest go.  Makes system calls: no locks held.
+ * Put piece @e into the pool; if it does not fit (slots, cap) the oldest
+ * go, or it does.  Makes system calls: no locks held.
  */
-static void huge_cache_put(struct zone *z, const struct huge_cached *in, unsigned n)
+static void huge_cache_put(struct zone *z, struct huge_cached e)
 {
-	struct huge_cached old[2 * HUGE_CACHE_SLOTS + 1];
-	unsigned nold = 0;
+	struct huge_cached old[HUGE_CACHE_SLOTS + 1];
 	size_t cap = huge_cache_cap(z);
 	kmm_lock(&z->lock);
 	uint64_t now = kmm_now_ms();
-	nold = huge_cache_expire(z, huge_cutoff(now), old);
-	/* The background thread sleeps until the oldest piece is due: wake it if that changes. */
-	bool wake = z->nr_huge_cached == 0;
-	for (unsigned k = 0; k < n; k++) {
-		wake |= in[k].freed_ms < now;
-		if (in[k].len > cap) {
-			old[nold++] = in[k];
-			continue;
-		}
+	unsigned nold = huge_cache_expire(z, huge_cutoff(now), old);
+	/*
+	 * The background thread sleeps until the oldest piece is due: wake it
+	 * if that changes (an empty pool, or a leftover of an older piece).
+	 */
+	bool wake = z->nr_huge_cached == 0 || e.freed_ms < now;
+	if (e.len > cap) {
+		old[nold++] = e;
+	} else {
 		/* Make room: the oldest go (pieces are kept in no order; find it). */
-		while (z->nr_huge_cached == HUGE_CACHE_SLOTS || z->huge_cached_bytes + in[k].len > cap) {
+		while (z->nr_huge_cached == HUGE_CACHE_SLOTS || z->huge_cached_bytes + e.len > cap) {
 			unsigned oldest = 0;
 			for (unsigned i = 1; i < z->nr_huge_cached; i++)
 				if (z->huge_cache[i].freed_ms < z->huge_cache[oldest].freed_ms)
 					oldest = i;
 			old[nold++] = huge_cache_take(z, oldest);
 		}
-		z->huge_cache[z->nr_huge_cached] = in[k];
+		z->huge_cache[z->nr_huge_cached] = e;
 		set_nr_huge_cached(z, z->nr_huge_cached + 1);
-		add_huge_cached_bytes(z, in[k].len);
+		add_huge_cached_bytes(z, e.len);
 	}
 	if (unlikely(z->decay_thread_waits) && wake)
 		pthread_cond_signal(&z->decay_wait);
 	kmm_unlock(&z->lock);
 	huge_unmap_all(old, nold);
-	if (n)
-		decay_thread_maybe_start(z);
+	decay_thread_maybe_start(z);
 }
 
 /*
@@ -851,7 +849,7 @@ static void huge_fill(struct zone *z, char *dst, size_t len)
 			rest = (struct huge_cached){(char *)got[i].addr + k, got[i].len - k, got[i].freed_ms};
 	}
 	if (rest.len)
-		huge_cache_put(z, &rest, 1);
+		huge_cache_put(z, rest);
 }
 
 void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
@@ -879,10 +877,8 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 	}
 	char *p = got.addr;
 	if (p) {
-		if (got.len > want) {
-			struct huge_cached rest = {p + want, got.len - want, got.freed_ms};
-			huge_cache_put(z, &rest, 1);
-		}
+		if (got.len > want)
+			huge_cache_put(z, (struct huge_cached){p + want, got.len - want, got.freed_ms});
 	} else {
 		p = os_map_aligned(want, align);
 		if (!p) {
@@ -906,8 +902,7 @@ void huge_unmap(void *addr, size_t len)
 		os_unmap(addr, len);
 		return;
 	}
-	struct huge_cached e = {addr, len, kmm_now_ms()};
-	huge_cache_put(z, &e, 1);
+	huge_cache_put(z, (struct huge_cached){addr, len, kmm_now_ms()});
 }
 
 int huge_grow_inplace(void *addr, size_t old_len, size_t new_len)
