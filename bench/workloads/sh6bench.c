@@ -11,6 +11,13 @@
  * next thread's mailbox, and that thread frees it, as sh8bench adds
  * cross-thread frees to sh6bench.
  *
+ * A mailbox holds at most MAILBOX_MAX parcels; a thread whose next thread's
+ * mailbox is full frees its batch itself.  Unbounded, the backlog grew with
+ * the time the receiver spent descheduled times the sender's speed, so that
+ * peak RSS measured the machine's scheduling (it moved 2-3x between runs of
+ * one allocator, and the faster an allocator, the more it piled up) rather
+ * than how an allocator reuses memory freed by other threads.
+ *
  *   bench-sh6bench [-t THREADS] [-n OBJECTS] [-b BATCH] [-S SEED]
  *
  * -n is the total number of objects allocated (split over the threads).
@@ -23,6 +30,7 @@
 
 #define PROG "bench-sh6bench"
 #define REMOTE_EVERY 8
+#define MAILBOX_MAX 4
 
 static const size_t sizes[] = { 16, 24, 32, 48, 64, 96, 128, 8, 40, 80 };
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
@@ -37,6 +45,7 @@ struct parcel {
 
 struct worker {
 	_Atomic(struct parcel *) mailbox; /* parcels other threads sent here */
+	atomic_int pending;		  /* parcels in it (at most MAILBOX_MAX) */
 	struct worker *next;		  /* where this thread sends its parcels */
 	pthread_barrier_t *barrier;
 	long objects;
@@ -62,6 +71,7 @@ static uint64_t empty_mailbox(struct worker *w)
 {
 	struct parcel *p = atomic_exchange_explicit(&w->mailbox, NULL, memory_order_acquire);
 	uint64_t sum = 0;
+	int taken = 0;
 
 	while (p) {
 		struct parcel *next = p->next;
@@ -71,10 +81,13 @@ static uint64_t empty_mailbox(struct worker *w)
 			sum += free_one(p->obj[i], p->size);
 		free(p);
 		p = next;
+		taken++;
 	}
+	atomic_fetch_sub_explicit(&w->pending, taken, memory_order_relaxed);
 	return sum;
 }
 
+/* The sender has reserved a place in pending already, so pending never goes below zero. */
 static void parcel_send(struct worker *to, struct parcel *p)
 {
 	struct parcel *head = atomic_load_explicit(&to->mailbox, memory_order_relaxed);
@@ -96,6 +109,13 @@ static void *work(void *arg)
 		int n = left < w->batch ? (int)left : w->batch, i;
 		size_t size = sizes[round % NSIZES];
 		int remote = w->threads > 1 && round % REMOTE_EVERY == REMOTE_EVERY - 1;
+
+		/* Reserve a place in the next thread's mailbox, or free this batch here. */
+		if (remote && atomic_fetch_add_explicit(&w->next->pending, 1, memory_order_relaxed) >=
+				      MAILBOX_MAX) {
+			atomic_fetch_sub_explicit(&w->next->pending, 1, memory_order_relaxed);
+			remote = 0;
+		}
 
 		left -= n;
 		for (i = 0; i < n; i++) {
@@ -164,6 +184,7 @@ int main(int argc, char **argv)
 	for (t = 0; t < threads; t++) {
 		memset(&workers[t], 0, sizeof(workers[t]));
 		atomic_init(&workers[t].mailbox, NULL);
+		atomic_init(&workers[t].pending, 0);
 		workers[t].next = &workers[(t + 1) % threads];
 		workers[t].barrier = &barrier;
 		workers[t].objects = objects / threads;
