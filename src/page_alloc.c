@@ -14,15 +14,16 @@
  * Sections are one max-order block each, so a buddy never lies outside its
  * section: merging is a walk inside one mem_map and needs no lookup.
  *
- * Each section is of one kind (migratetype, page_alloc.h): small blocks
- * (order <= PCP_MAX_ORDER) or large ones, with free lists of its own per
- * order; a request takes its own kind, then a wholly free section of the
- * other kind (which changes kind), then grows the zone, and steals a block
- * of the other kind only when the zone cannot grow.
+ * Each pageblock (PAGEBLOCK_ORDER frames) is of one kind (migratetype,
+ * page_alloc.h): small blocks (order <= PCP_MAX_ORDER) or large ones; free
+ * blocks smaller than a pageblock are on their pageblock's kind's lists,
+ * larger ones on kindless lists.  A request takes its own kind, then a
+ * kindless block (whose pageblocks it takes change kind), then grows the
+ * zone, and steals a block of the other kind only when the zone cannot grow.
  *
  * Invariants (checked by kmm_buddy_validate()):
  *   I1 a page has PG_buddy iff it heads a block on free_area[page->order],
- *      on the list of its section's kind; nr_free equals the lists' length;
+ *      on the list block_mt() names; nr_free equals the lists' length;
  *      free_mask[kind] bit k iff that list of order k is non-empty.
  *   I2 a free block of order k starts at a frame index that is a multiple
  *      of 2^k; its other frames have flags 0.
@@ -102,11 +103,31 @@ static void queue_decay(struct zone *z, struct page *page)
 	list_add_tail(&page->decay, &z->decay_list);
 }
 
+/*
+ * Which list a free block of @order at @page is on: MT_FREE from a whole
+ * pageblock up, else its pageblock's kind.  A block below PAGEBLOCK_ORDER
+ * lies inside one pageblock, and a pageblock changes kind only while it is
+ * wholly free (claim_pageblocks()), so a block's list never changes under it.
+ */
+static unsigned block_mt(const struct page *page, unsigned order)
+{
+	if (order >= PAGEBLOCK_ORDER)
+		return MT_FREE;
+	return page_section(page)->pageblock_mt[page_index(page) >> PAGEBLOCK_ORDER];
+}
+
+/* The pageblocks that frames [idx, idx + n) of @ms touch, all wholly free, become of kind @mt. */
+static void claim_pageblocks(struct mem_section *ms, size_t idx, size_t n, unsigned mt)
+{
+	for (size_t pb = idx >> PAGEBLOCK_ORDER; pb << PAGEBLOCK_ORDER < idx + n; pb++)
+		ms->pageblock_mt[pb] = (uint8_t)mt;
+}
+
 static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 {
 	set_page_flags(page, PG_buddy);
 	page->order = (uint8_t)order;
-	unsigned mt = page_section(page)->migratetype;
+	unsigned mt = block_mt(page, order);
 	list_add(&page->lru, &z->free_area[order].free_list[mt]);
 	z->free_area[order].nr_free++;
 	z->free_mask[mt] |= 1u << order;
@@ -119,7 +140,7 @@ static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 static void del_from_free_area(struct zone *z, struct page *page, unsigned order)
 {
 	KMM_ASSERT((page->flags & PG_buddy) && page->order == order);
-	unsigned mt = page_section(page)->migratetype;
+	unsigned mt = block_mt(page, order);
 	list_del(&page->lru);
 	z->free_area[order].nr_free--;
 	if (list_empty(&z->free_area[order].free_list[mt]))
@@ -175,32 +196,37 @@ static unsigned order_migratetype(unsigned order)
 
 /*
  * Take a block of exactly @order off the free lists (the kernel's
- * __rmqueue_smallest + expand): the smallest of the order's kind; else a
- * wholly free section of the other kind, which changes kind; else, only if
- * @steal, the smallest of the other kind.  Lock held.  NULL if none.
+ * __rmqueue_smallest + expand): the smallest of the order's kind; else the
+ * smallest kindless one (MT_FREE), whose pageblocks the request takes become
+ * of its kind; else, only if @steal, the smallest of the other kind.  Lock
+ * held.  NULL if none.
  */
 static struct page *rmqueue_smallest(struct zone *z, unsigned order, bool steal)
 {
-	unsigned mt = order_migratetype(order), other = mt ^ 1, cur;
-	unsigned mask = z->free_mask[mt] >> order;
+	unsigned mt = order_migratetype(order), cur;
+	unsigned mask;
 	struct page *page;
-	if (mask) {
+	if ((mask = z->free_mask[mt] >> order) != 0) {
 		cur = order + (unsigned)__builtin_ctz(mask);
 		page = list_first_entry(&z->free_area[cur].free_list[mt], struct page, lru);
-	} else if (z->free_mask[other] & (1u << (KMM_MAX_ORDER - 1))) {
-		cur = KMM_MAX_ORDER - 1;
-		page = list_first_entry(&z->free_area[cur].free_list[other], struct page, lru);
 		del_from_free_area(z, page, cur);
-		page_section(page)->migratetype = mt; /* its halves join mt's lists below */
-		goto split;
-	} else if (steal && (mask = z->free_mask[other] >> order) != 0) {
+	} else if ((mask = z->free_mask[MT_FREE] >> order) != 0) {
 		cur = order + (unsigned)__builtin_ctz(mask);
-		page = list_first_entry(&z->free_area[cur].free_list[other], struct page, lru);
+		page = list_first_entry(&z->free_area[cur].free_list[MT_FREE], struct page, lru);
+		del_from_free_area(z, page, cur);
+		/*
+		 * The block starts a pageblock; the halves split off below
+		 * PAGEBLOCK_ORDER lie in the request's first pageblock and join
+		 * its kind's lists, the larger ones stay kindless.
+		 */
+		claim_pageblocks(page_section(page), page_index(page), 1ul << order, mt);
+	} else if (steal && (mask = z->free_mask[mt ^ 1] >> order) != 0) {
+		cur = order + (unsigned)__builtin_ctz(mask);
+		page = list_first_entry(&z->free_area[cur].free_list[mt ^ 1], struct page, lru);
+		del_from_free_area(z, page, cur);
 	} else {
 		return NULL;
 	}
-	del_from_free_area(z, page, cur);
-split:
 	while (cur > order) {
 		cur--;
 		add_to_free_area(z, page + (1ul << cur), cur);
@@ -265,7 +291,7 @@ static void section_desc_free(struct mem_section *ms)
  * Add one section to @z.  Called without the zone lock; the system calls
  * happen before the section is published.  0, or -1 with errno ENOMEM.
  */
-static int zone_grow(struct zone *z, unsigned migratetype)
+static int zone_grow(struct zone *z)
 {
 	if (!__atomic_load_n(&z->section, __ATOMIC_ACQUIRE)) {
 		size_t bytes = ZONE_MAX_SECTIONS * (sizeof(void *) + sizeof(unsigned));
@@ -289,7 +315,6 @@ static int zone_grow(struct zone *z, unsigned migratetype)
 	if (!ms)
 		goto fail_mem;
 	ms->vaddr = (uintptr_t)mem;
-	ms->migratetype = migratetype;
 	if (pagemap_set(mem, KMM_SECTION_SIZE, ms, PAGEMAP_SECTION) != 0)
 		goto fail_desc;
 
@@ -349,7 +374,7 @@ static struct page *zone_take_locked(struct zone *z, unsigned flags, unsigned or
 		if (page || !grow)
 			return page;
 		kmm_unlock(&z->lock);
-		int rc = zone_grow(z, order_migratetype(order));
+		int rc = zone_grow(z);
 		if (rc == 0)
 			decay_thread_maybe_start(z);
 		kmm_lock(&z->lock);
@@ -684,6 +709,8 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr)
 		del_from_free_area(z, b, b->order);
 		/* Blocks are aligned, so a free block met at i starts at i. */
 		KMM_ASSERT(bstart == i);
+		if (bend - bstart >= (1ul << PAGEBLOCK_ORDER)) /* kindless: the run's kind takes it */
+			claim_pageblocks(ms, bstart, MIN(bend, end) - bstart, MT_LARGE);
 		block_leaves_zone(z, b, MIN(bend, end) - bstart);
 		if (bend > end)
 			free_range(z, ms, end, bend - end);
@@ -1277,10 +1304,9 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 			list_for_each (pos, &z->free_area[o].free_list[mt]) {
 				struct page *p = list_entry(pos, struct page, lru);
 				size_t idx = page_index(p);
-				if (page_section(p)->migratetype != mt)
-					VFAIL("block %p of a kind-%u section on the kind-%u list "
-					      "of order %u",
-					      (void *)p, page_section(p)->migratetype, mt, o);
+				if (block_mt(p, o) != mt)
+					VFAIL("block %p of kind %u on the kind-%u list of order %u",
+					      (void *)p, block_mt(p, o), mt, o);
 				n_mt++;
 				if (!(p->flags & PG_buddy) || p->order != o)
 					VFAIL("block %p on free_area[%u] has flags %#x order %u",

@@ -107,6 +107,7 @@ struct __attribute__((aligned(64))) page {
  * recycled, never unmapped, so a racing lookup never touches freed memory.
  */
 #define SECTION_DESC_ALIGN (128ul * 1024)
+#define PAGEBLOCK_ORDER 6 /* 256 KiB: the unit a kind is kept by (see MT_SMALL) */
 struct zone;
 struct mem_section {
 	struct page mem_map[KMM_SECTION_PAGES];
@@ -119,7 +120,8 @@ struct mem_section {
 	 */
 	uint8_t head_delta[KMM_SECTION_PAGES];
 	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
-	unsigned migratetype;      /* MT_SMALL or MT_LARGE: which free lists its blocks join */
+	/* Per pageblock: the kind whose lists its free blocks below PAGEBLOCK_ORDER join. */
+	uint8_t pageblock_mt[KMM_SECTION_PAGES >> PAGEBLOCK_ORDER];
 	struct zone *zone;         /* owner; NULL while on the recycle list */
 	unsigned long start_pfn;   /* zone pfn of frame 0 */
 	struct mem_section *next_free; /* recycle list link */
@@ -130,15 +132,19 @@ _Static_assert(sizeof(struct page) == 64, "struct page is not one cache line");
 _Static_assert(sizeof(struct mem_section) <= SECTION_DESC_ALIGN, "mem_section too big");
 
 /*
- * Two kinds of sections, as the kernel's migratetypes separate pageblocks:
- * small blocks (order <= PCP_MAX_ORDER: slabs, pcp lists) and large ones
- * (page runs, big slabs).  Each kind is served from its own sections, so
- * that a slab of a few pages does not settle in the tail of a freed run and
- * keep it from merging back, which makes the zone grow (mstress).  A
- * section changes kind only when it is wholly free, or when a request of
- * the other kind finds nothing else and the zone cannot grow.
+ * Two kinds of pageblocks, as the kernel's migratetypes: small blocks
+ * (order <= PCP_MAX_ORDER: slabs, pcp lists) and large ones (page runs, big
+ * slabs).  Each kind is served from pageblocks of its own, so that a slab of
+ * a few pages does not settle in the tail of a freed run and keep it from
+ * merging back, which makes the zone grow (mstress).  A free block of a
+ * whole pageblock or more has no kind (MT_FREE): either kind takes it, and
+ * the pageblocks it takes become of that kind.  So free memory moves between
+ * the kinds in 256 KiB pieces; with whole sections as the unit, 10-15 MiB sat
+ * free in one kind's sections at mstress's peak while the other grew the
+ * zone.  A request takes a block of the other kind only when the zone
+ * cannot grow.
  */
-enum { MT_SMALL, MT_LARGE, MT_TYPES };
+enum { MT_SMALL, MT_LARGE, MT_FREE, MT_TYPES };
 
 struct free_area {
 	struct list_head free_list[MT_TYPES];

@@ -595,13 +595,14 @@ static void test_trim(struct rng *r)
 }
 
 /*
- * Small blocks (order <= 3) and large ones come from different sections
- * (migratetypes), so small blocks never settle in a freed large block's
- * tail.  A wholly free section serves either kind.
+ * Small blocks (order <= 3) and large ones come from different pageblocks
+ * (256 KiB, migratetypes), so small blocks never settle in a freed large
+ * block's tail.  A free block of a whole pageblock or more serves either
+ * kind: after both kinds are freed, each can have the memory of the other.
  */
+#define PAGEBLOCK_BYTES (256ul << 10)
 static void test_migratetypes(void)
 {
-	const uintptr_t section = 4ul << 20;
 	void *small[64], *large[8];
 	for (unsigned i = 0; i < 64; i++) {
 		small[i] = kmm_alloc_pages(KMM_GFP_KERNEL, i % 4);
@@ -612,16 +613,51 @@ static void test_migratetypes(void)
 		CHECK(large[i] != NULL, "kmm_alloc_pages(order %u)", 4 + i % 4);
 	}
 	for (unsigned i = 0; i < 64; i++)
-		for (unsigned j = 0; j < 8; j++)
-			CHECK((uintptr_t)small[i] / section != (uintptr_t)large[j] / section,
-			      "an order-%u block %p and an order-%u block %p share a section", i % 4,
-			      small[i], 4 + j % 4, large[j]);
+		for (unsigned j = 0; j < 8; j++) {
+			uintptr_t s = (uintptr_t)small[i] / PAGEBLOCK_BYTES;
+			uintptr_t lo = (uintptr_t)large[j] / PAGEBLOCK_BYTES;
+			uintptr_t hi = ((uintptr_t)large[j] + (4096ul << (4 + j % 4)) - 1) / PAGEBLOCK_BYTES;
+			CHECK(s < lo || s > hi, "an order-%u block %p and an order-%u block %p share a pageblock",
+			      i % 4, small[i], 4 + j % 4, large[j]);
+		}
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() with both kinds in use");
 	for (unsigned i = 0; i < 64; i++)
 		kmm_free_pages(small[i], i % 4);
 	for (unsigned i = 0; i < 8; i++)
 		kmm_free_pages(large[i], 4 + i % 4);
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() after freeing both kinds");
+
+	/*
+	 * Pageblocks that held large blocks serve small ones once they are
+	 * free, though their section is not (one large block stays): small
+	 * requests, after their own kind's free blocks, take them before the
+	 * zone grows.  With whole sections as the unit they never would.
+	 */
+	enum { NBIG = 16, MAX_LITTLE = 2048 };
+	void *big[NBIG], *little[MAX_LITTLE];
+	unsigned nlittle = 0;
+	int landed = 0;
+	for (unsigned i = 0; i < NBIG; i++) {
+		big[i] = kmm_alloc_pages(KMM_GFP_KERNEL, 6);
+		CHECK(big[i] != NULL, "kmm_alloc_pages(order 6)");
+	}
+	for (unsigned i = 1; i < NBIG; i++)
+		kmm_free_pages(big[i], 6);
+	while (!landed && nlittle < MAX_LITTLE) {
+		void *p = kmm_alloc_pages(KMM_GFP_KERNEL, 2);
+		CHECK(p != NULL, "kmm_alloc_pages(order 2)");
+		little[nlittle++] = p;
+		for (unsigned i = 1; i < NBIG; i++)
+			if ((uintptr_t)p - (uintptr_t)big[i] < (4096ul << 6))
+				landed = 1;
+	}
+	CHECK(landed, "%u small blocks (%u MiB) and none in the 3.75 MiB a large kind freed", nlittle,
+	      nlittle / 64);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() with small blocks in freed large pageblocks");
+	for (unsigned i = 0; i < nlittle; i++)
+		kmm_free_pages(little[i], 2);
+	kmm_free_pages(big[0], 6);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() after the pageblock reuse test");
 }
 
 int main(void)
