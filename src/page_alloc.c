@@ -203,30 +203,25 @@ static unsigned order_migratetype(unsigned order)
  */
 static struct page *rmqueue_smallest(struct zone *z, unsigned order, bool steal)
 {
-	unsigned mt = order_migratetype(order), cur;
-	unsigned mask;
-	struct page *page;
-	if ((mask = z->free_mask[mt] >> order) != 0) {
-		cur = order + (unsigned)__builtin_ctz(mask);
-		page = list_first_entry(&z->free_area[cur].free_list[mt], struct page, lru);
-		del_from_free_area(z, page, cur);
-	} else if ((mask = z->free_mask[MT_FREE] >> order) != 0) {
-		cur = order + (unsigned)__builtin_ctz(mask);
-		page = list_first_entry(&z->free_area[cur].free_list[MT_FREE], struct page, lru);
-		del_from_free_area(z, page, cur);
-		/*
-		 * The block starts a pageblock; the halves split off below
-		 * PAGEBLOCK_ORDER lie in the request's first pageblock and join
-		 * its kind's lists, the larger ones stay kindless.
-		 */
-		claim_pageblocks(page_section(page), page_index(page), 1ul << order, mt);
-	} else if (steal && (mask = z->free_mask[mt ^ 1] >> order) != 0) {
-		cur = order + (unsigned)__builtin_ctz(mask);
-		page = list_first_entry(&z->free_area[cur].free_list[mt ^ 1], struct page, lru);
-		del_from_free_area(z, page, cur);
-	} else {
+	unsigned mt = order_migratetype(order), list;
+	if (z->free_mask[mt] >> order)
+		list = mt;
+	else if (z->free_mask[MT_FREE] >> order)
+		list = MT_FREE;
+	else if (steal && z->free_mask[mt ^ 1] >> order)
+		list = mt ^ 1;
+	else
 		return NULL;
-	}
+	unsigned cur = order + (unsigned)__builtin_ctz(z->free_mask[list] >> order);
+	struct page *page = list_first_entry(&z->free_area[cur].free_list[list], struct page, lru);
+	del_from_free_area(z, page, cur);
+	/*
+	 * A kindless block starts a pageblock: the halves split off below
+	 * PAGEBLOCK_ORDER lie in the request's first pageblock and join its
+	 * kind's lists, the larger ones stay kindless.
+	 */
+	if (list == MT_FREE)
+		claim_pageblocks(page_section(page), page_index(page), 1ul << order, mt);
 	while (cur > order) {
 		cur--;
 		add_to_free_area(z, page + (1ul << cur), cur);
