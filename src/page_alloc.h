@@ -139,7 +139,7 @@ _Static_assert(sizeof(struct mem_section) <= SECTION_DESC_ALIGN, "mem_section to
  * merging back, which makes the zone grow (mstress).  A free block of a
  * whole pageblock or more has no kind (MT_FREE): either kind takes it, and
  * the pageblocks it takes become of that kind.  So free memory moves between
- * the kinds in 256 KiB pieces; with whole sections as the unit, 10-15 MiB sat
+ * the kinds in 256 KiB pieces; with whole sections as the unit, 9-10 MiB sat
  * free in one kind's sections at mstress's peak while the other grew the
  * zone.  A request takes a block of the other kind only when the zone
  * cannot grow.
