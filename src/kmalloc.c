@@ -66,10 +66,10 @@ static struct kmm_cache huge_block_cache;
 static unsigned long long large_bytes, huge_bytes, huge_mapped;
 static unsigned long large_blocks, huge_blocks;
 
-/* Where class @idx's slot lies from a malloc_owner (slab_thread + OWNER_FAST). */
+/* Where class @idx's slot lies from a malloc_owner (a slab_thread). */
 static uint16_t slot_offset(unsigned idx)
 {
-	return (uint16_t)(offsetof(struct slab_thread, first[idx]) - OWNER_FAST);
+	return (uint16_t)offsetof(struct slab_thread, first[idx]);
 }
 
 void kmalloc_init(void);
@@ -104,7 +104,10 @@ void kmalloc_init(void)
 		if (slab_cache_setup(&kmalloc_caches[i], kmalloc_names[i], sz, align, 0, NULL, i) != 0)
 			kmm_fatal("kmalloc_init", "cannot set up %s", kmalloc_names[i]);
 		kmalloc_caches[i].is_kmalloc = true;
-		if (i > 0 && (kmalloc_caches[i].offset != 0 || !kmalloc_caches[i].canary))
+		/* malloc's classes (16 B up): free() finds their slabs by tag (slab.h). */
+		kmalloc_caches[i].tagged = kmalloc_caches[i].fast_free;
+		if (i > 0 && (kmalloc_caches[i].offset != 0 || !kmalloc_caches[i].canary ||
+			      !kmalloc_caches[i].tagged))
 			kmm_fatal("kmalloc_init", "%s: layout kmalloc_cpu_pop() relies on", kmalloc_names[i]);
 	}
 	slab_cache_setup(&huge_block_cache, "kmalloc-huge-desc", sizeof(struct huge_block), 0, 0,

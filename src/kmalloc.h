@@ -54,7 +54,7 @@ extern KMM_HIDDEN uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
 #define KMALLOC_SLOT_BIG_SHIFT 11
 extern KMM_HIDDEN uint16_t kmalloc_slot_offset_big[(KMM_KMALLOC_MAX_CACHE_SIZE >> KMALLOC_SLOT_BIG_SHIFT) + 1];
 
-/* @owner: malloc_owner (a slab_thread's address plus OWNER_FAST). */
+/* @owner: malloc_owner (a slab_thread's address). */
 static always_inline struct kmem_cache_cpu *kmalloc_slot_of(char *owner, size_t size)
 {
 	return (struct kmem_cache_cpu *)(owner + kmalloc_slot_offset[(size + 15) >> 4]);
@@ -82,6 +82,7 @@ static always_inline void *kmalloc_cpu_pop(struct kmem_cache_cpu *c)
 	void **obj = c->freelist;
 	if (likely(obj != NULL)) {
 		c->freelist = obj[0];
+		c->room++;
 		obj[1] = NULL; /* the canary word */
 	}
 	return obj;

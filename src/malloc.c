@@ -137,20 +137,26 @@ KMM_EXPORT void *malloc(size_t size)
 
 static noinline void free_slow(void *p) { do_free(p, "free"); }
 
+/* The head of the slab that frame @idx of @ms belongs to (slabs of up to 255 pages). */
+static always_inline struct page *frame_slab(struct mem_section *ms, size_t idx)
+{
+	return &ms->mem_map[idx - ms->head_delta[idx]];
+}
+
 /*
- * Every free the fast path did not take, @slab the descriptor head_delta
- * led to: another thread's slab (a remote free, one CAS; a thread that
- * never allocated frees here too, as the shared freelist needs no
- * slab_thread), the thread's own slab of a cache without fast_free, a tail
- * of a slab of more than 255 pages, anything not a slab; and every free
- * while statistics are on.
+ * Every free the fast path did not take, in frame @idx of @ms: another
+ * thread's slab (a remote free, one CAS; a thread that never allocated
+ * frees here too, as the shared freelist needs no slab_thread), the
+ * thread's own slab of a cache that is not a kmalloc class, a tail of a
+ * slab of more than 255 pages, anything not a slab; and every free while
+ * statistics are on.
  */
-static noinline void free_other(void *p, struct page *slab, char *owner)
+static noinline void free_other(void *p, struct mem_section *ms, size_t idx, char *owner)
 {
 	unsigned flags;
 	if (unlikely(stats_enabled))
 		return free_slow(p);
-	slab = compound_head_flags(slab, &flags);
+	struct page *slab = compound_head_flags(frame_slab(ms, idx), &flags);
 	if (unlikely(!(flags & PG_slab)))
 		return free_slow(p);
 	struct kmm_cache *s = slab->slab_cache;
@@ -164,19 +170,32 @@ static noinline void free_other(void *p, struct page *slab, char *owner)
  * they do not return) so that free() reaches them with a tail call and
  * needs no stack frame of its own.
  */
-static noinline void free_invalid(void *p, struct page *slab)
-{
-	check_object(slab->slab_cache, slab, p, "free");
-}
+static noinline void free_invalid(void *p, struct kmm_cache *s) { check_object(s, NULL, p, "free"); }
 static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
 
 /*
- * free() takes random objects (larson) without a data-dependent branch on
- * the way: the head of a slab of several pages is head_delta descriptors
- * back, and the slab itself says where the holder's frees go (free_list:
- * its slot's freelist while active, else its owner-local list), with
- * held_used counting down to the rare cases (a full slab, an emptied one).
- * The branches this replaced were mispredicted 38% and 40% of the time.
+ * The thread's magazine of class @s is full (or it never allocated from the
+ * class): the object goes on its slab's owner-local list, the holder's
+ * local free (slab_local_push() less the owner compare: the tag said the
+ * slab is @t's).
+ */
+static noinline void free_held(void *p, struct mem_section *ms, size_t idx, struct slab_thread *t)
+{
+	struct page *slab = frame_slab(ms, idx);
+	if (unlikely(!fast_free_ok(&slab->local_free, p)))
+		return free_double(p);
+	fast_free_push(&slab->local_free, p);
+	slab->nr_local++;
+	if (unlikely(--slab->held_used == 0))
+		slab_free_held(slab->slab_cache, t, slab);
+}
+
+/*
+ * free() reads no slab descriptor on its fast path: the frame's slab tag
+ * (a dense array, 16 frames a cache line) says "a slab this thread holds,
+ * of class k", and the object goes on top of the thread's magazine for k,
+ * where the next malloc of the class finds it.  No data-dependent branch
+ * on the way, so random frees (larson) predict as well as LIFO ones.
  */
 KMM_EXPORT void free(void *p)
 {
@@ -186,19 +205,20 @@ KMM_EXPORT void free(void *p)
 		return free_slow(p);
 	struct mem_section *ms = pagemap_section(e);
 	size_t idx = ((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1);
-	struct page *slab = &ms->mem_map[idx - ms->head_delta[idx]];
-	/* A slab this thread holds, of a cache the fast path takes (OWNER_FAST)? */
-	if (unlikely((slab_owner_word(slab) & ~HELD_MASK) != (uintptr_t)owner))
-		return free_other(p, slab, owner);
-	struct kmm_cache *s = slab->slab_cache;
+	struct slab_thread *t = malloc_owner_thread(owner);
+	uint32_t cls = __atomic_load_n(&ms->slab_tag[idx], __ATOMIC_RELAXED) ^ t->tag;
+	if (unlikely(cls > SLAB_TAG_CLASS))
+		return free_other(p, ms, idx, owner);
+	struct kmm_cache *s = &kmalloc_caches[cls];
 	if (unlikely(!slot_start(s, p)))
-		return free_invalid(p, slab);
-	void **list = slab->free_list;
-	if (unlikely(!fast_free_ok(list, p)))
+		return free_invalid(p, s);
+	struct kmem_cache_cpu *c = &t->first[cls];
+	if (unlikely(c->room <= 0))
+		return free_held(p, ms, idx, t);
+	if (unlikely(!fast_free_ok(&c->freelist, p)))
 		return free_double(p);
-	fast_free_push(list, p);
-	if (unlikely(--slab->held_used == 0))
-		slab_free_held(s, malloc_owner_thread(owner), slab);
+	fast_free_push(&c->freelist, p);
+	c->room--;
 }
 
 KMM_EXPORT void cfree(void *p) { do_free(p, "cfree"); }

@@ -88,12 +88,8 @@ struct __attribute__((aligned(64))) page {
 			 */
 			uintptr_t owner;
 			void *local_free;
-			/*
-			 * Where the holder's frees go (fast_free caches): its
-			 * slot's private freelist while the slab is active, else
-			 * &local_free.  Set with owner, so free() needs no branch.
-			 */
-			void **free_list;
+			/* Objects on local_free (holder-only), so a refill knows what it took. */
+			unsigned nr_local;
 		};
 		/* PG_tail */
 		struct page *head;
@@ -119,6 +115,14 @@ struct mem_section {
 	 * and from this dense array rather than the tail's own descriptor line.
 	 */
 	uint8_t head_delta[KMM_SECTION_PAGES];
+	/*
+	 * Per frame, written by the slab layer (slab.h, slab_tag_of()): for
+	 * every frame of a kmalloc slab that a thread holds, that thread's tag
+	 * and the slab's class; 0 for every other frame.  free() learns "a slab
+	 * of mine, of this class" from this dense array (16 frames a cache
+	 * line) without reading the slab's descriptor.
+	 */
+	uint32_t slab_tag[KMM_SECTION_PAGES];
 	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
 	/* Per pageblock: the kind whose lists its free blocks below PAGEBLOCK_ORDER join. */
 	uint8_t pageblock_mt[KMM_SECTION_PAGES >> PAGEBLOCK_ORDER];

@@ -48,12 +48,15 @@
  *
  * Free fast path: an object of any slab the thread holds goes on that slab's
  * owner-local list (the mimalloc shape: a thread's frees to its own slabs
- * never need an atomic, whichever slab is active); malloc's free() puts an
- * object of the active slab straight on the slot's private freelist
- * instead (page.free_list says which list, page.held_used counts down to
- * the rare transitions; see set_place()).  Any other free is one CAS
- * pushing the object on the slab's shared freelist (lock-free; never waits
- * for the slab's holder).
+ * never need an atomic, whichever slab is active; page.held_used counts
+ * down to the rare transitions, see set_place()).  malloc's free() puts an
+ * object of a kmalloc class on top of the thread's magazine for the class
+ * instead - the slot's private freelist, whichever slab the object is from,
+ * up to the class's mag_limit - where the next malloc finds it warm; it
+ * learns that the slab is the thread's from the frame's slab tag (slab.h),
+ * not from the descriptor.  Objects in a magazine count as in use in their
+ * slabs.  Any other free is one CAS pushing the object on the slab's shared
+ * freelist (lock-free; never waits for the slab's holder).
  * Two transitions of unfrozen slabs need more (the kernel's __slab_free):
  *   full -> partial   the freeing thread freezes the slab in the same CAS and
  *                     keeps it on its own cpu partial list: still no lock.
@@ -93,30 +96,41 @@ static always_inline bool slab_cas(struct page *slab, uint64_t *old, uint64_t ne
 
 
 /*
- * @slab's holder becomes @owner (0: nobody) and keeps it at @held.  Its
- * free_list follows (free() pushes there without looking at the place),
- * and so does held_used, a countdown of the holder's frees to the next
+ * @slab's holder becomes @owner (0: nobody) and keeps it at @held.  So does
+ * held_used, a countdown of the holder's local frees (slab_local_push():
+ * kfree(), kmm_cache_free(), and free() past its magazine) to the next
  * slab_free_held(): from UINT16_MAX for the active slab (restarted when it
  * runs out), 1 for a full one (its first free moves it to the partial
  * list); cpu_partial_add() sets it for a partial one.
  */
 static always_inline void set_place(struct page *slab, uintptr_t owner, unsigned held)
 {
-	const struct kmm_cache *s = slab->slab_cache;
-	bool fast = owner && s->fast_free;
-	__atomic_store_n(&slab->owner, owner | (fast ? OWNER_FAST : 0) | held, __ATOMIC_RELAXED);
-	slab->free_list = fast && held == HELD_ACTIVE
-				  ? (void **)(owner + s->cpu_offset) /* &cpu slot ->freelist */
-				  : &slab->local_free;
+	__atomic_store_n(&slab->owner, owner | held, __ATOMIC_RELAXED);
 	if (held == HELD_ACTIVE)
 		slab->held_used = UINT16_MAX;
 	else if (held == HELD_FULL)
 		slab->held_used = 1;
 }
 
-/* @t holds @slab (NULL: nobody), as its active slab. */
+/*
+ * Write @tag into the slab tag of every frame of @slab (a kmalloc slab; the
+ * tags of every other frame stay 0).
+ */
+static void set_slab_tags(struct page *slab, uint32_t tag)
+{
+	const struct kmm_cache *s = slab->slab_cache;
+	if (!s->tagged)
+		return;
+	uint32_t *tags = &page_section(slab)->slab_tag[page_index(slab)];
+	for (size_t i = 0; i < (1ul << s->order); i++)
+		__atomic_store_n(&tags[i], tag, __ATOMIC_RELAXED);
+}
+
+/* @t holds @slab (NULL: nobody), as its active slab; the slab's tags follow. */
 static always_inline void set_owner(struct page *slab, struct slab_thread *t)
 {
+	/* Cleared before the slab is let go, written once it is ours (slab.h). */
+	set_slab_tags(slab, t && t->tag != SLAB_TAG_NONE ? slab_tag_of(t, slab->slab_cache->id) : 0);
 	set_place(slab, (uintptr_t)t, HELD_ACTIVE);
 }
 
@@ -129,13 +143,13 @@ static always_inline void set_held(struct page *slab, unsigned held)
 /* Definitions of what slab.h declares for the inline fast paths. */
 uintptr_t free_magic;
 __thread struct slab_thread *slab_tls __attribute__((tls_model("initial-exec")));
-struct slab_thread slab_thread_none __attribute__((aligned(64)));
+struct slab_thread slab_thread_none __attribute__((aligned(64))) = {.tag = SLAB_TAG_NONE};
 __thread char *malloc_owner __attribute__((tls_model("initial-exec"))) = MALLOC_OWNER_NONE;
 
 void slab_fast_enable(void)
 {
 	if (slab_tls)
-		malloc_owner = (char *)slab_tls + OWNER_FAST;
+		malloc_owner = (char *)slab_tls;
 }
 
 /* ---- caches and threads ---- */
@@ -158,6 +172,27 @@ static struct kmm_cache kmem_cache_cache;
 static __thread bool slab_exited __attribute__((tls_model("initial-exec")));
 static kmm_lock_t slab_threads_lock = KMM_LOCK_INIT;
 static struct list_head slab_threads = {&slab_threads, &slab_threads};
+/* Slab tag ids in use by live threads (slab_threads_lock); id 0 is never used. */
+static uint64_t tag_ids[SLAB_TAG_IDS / 64] = {1};
+
+/* A tag for a new thread, SLAB_TAG_NONE when every id is taken.  slab_threads_lock held. */
+static uint32_t tag_get(void)
+{
+	for (unsigned i = 0; i < SLAB_TAG_IDS / 64; i++)
+		if (~tag_ids[i]) {
+			unsigned b = (unsigned)__builtin_ctzll(~tag_ids[i]);
+			tag_ids[i] |= 1ull << b;
+			return (i * 64 + b) << 8;
+		}
+	return SLAB_TAG_NONE;
+}
+
+/* Give back the tag of a thread whose slabs are all let go (no frame carries it).  Lock held. */
+static void tag_put(uint32_t tag)
+{
+	if (tag != SLAB_TAG_NONE)
+		tag_ids[(tag >> 8) / 64] &= ~(1ull << ((tag >> 8) % 64));
+}
 
 
 static void slots_init(struct kmem_cache_cpu *c, unsigned n)
@@ -187,6 +222,7 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 		t->chunk[0] = t->first;
 		kmm_lock(&slab_threads_lock);
 		list_add(&t->registry, &slab_threads);
+		t->tag = tag_get();
 		kmm_unlock(&slab_threads_lock);
 		slab_tls = t;
 		thread_register();
@@ -276,7 +312,7 @@ static void *init_objects(struct kmm_cache *s, struct page *slab, unsigned n, vo
 	return base;
 }
 
-static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelist)
+static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelist, unsigned *np)
 {
 	struct page *slab = alloc_pages(flags & ~KMM_GFP_ZERO, s->order);
 	if (!slab)
@@ -285,9 +321,11 @@ static struct page *new_slab(struct kmm_cache *s, unsigned flags, void **freelis
 	prep_compound(slab, s->order);
 	slab->slab_cache = s;
 	slab->local_free = NULL;
+	slab->nr_local = 0;
 	set_owner(slab, slab_tls);
 	slab->nr_init = 0;
 	unsigned n = MIN(s->objects, s->init_batch);
+	*np = n;
 	/* The first batch goes to the new holder's private freelist. */
 	*freelist = init_objects(s, slab, n, NULL);
 	__atomic_store_n(&slab->counters, sw_pack(NULL, n, true), __ATOMIC_RELAXED);
@@ -318,17 +356,21 @@ static void discard_chain(struct kmm_cache *s, struct page *chain)
  * (no atomic), else its shared freelist, taken with one CAS.  NULL if both
  * are empty; the slab stays frozen either way.
  */
-static void *take_objects(struct kmm_cache *s, struct page *slab)
+static void *take_objects(struct kmm_cache *s, struct page *slab, unsigned *np)
 {
 	void *fl = slab->local_free;
 	if (fl) {
+		*np = slab->nr_local;
 		slab->local_free = NULL;
+		slab->nr_local = 0;
 		return fl;
 	}
 	uint64_t old = slab_word(slab);
 	while (sw_freelist(old)) {
-		if (slab_cas(slab, &old, sw_pack(NULL, slab->nr_init, true)))
+		if (slab_cas(slab, &old, sw_pack(NULL, slab->nr_init, true))) {
+			*np = slab->nr_init - sw_inuse(old);
 			return sw_freelist(old);
+		}
 	}
 	if (slab->nr_init == s->objects)
 		return NULL;
@@ -337,6 +379,7 @@ static void *take_objects(struct kmm_cache *s, struct page *slab)
 	fl = init_objects(s, slab, n, NULL);
 	while (!slab_cas(slab, &old, old + ((uint64_t)n << SW_INUSE_SHIFT)))
 		;
+	*np = n;
 	return fl;
 }
 
@@ -359,6 +402,7 @@ static void *join_private(struct kmm_cache *s, struct page *slab, void *freelist
 	void *lists[2] = {freelist, slab->local_free}, *head = NULL, *tail = NULL;
 	unsigned k = 0;
 	slab->local_free = NULL;
+	slab->nr_local = 0;
 	for (unsigned i = 0; i < 2; i++) {
 		if (!lists[i])
 			continue;
@@ -466,8 +510,48 @@ static void unfreeze_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
 	discard_chain(s, discard);
 }
 
-static void flush_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c)
+/*
+ * Give @obj, an object in the magazine of thread @t (free, its canary set,
+ * counted in use by its slab), back to its slab: the holder's local free
+ * if @t still holds the slab, else the shared freelist (the slab was
+ * unfrozen, or changed hands, while the object waited).
+ */
+static void mag_return(struct kmm_cache *s, struct slab_thread *t, void *obj)
 {
+	struct page *slab = compound_head(virt_to_page(obj));
+	*canary_word(obj) = 0; /* the slab's free path checks and sets it again */
+	if (!t || !slab_local_push(s, t, slab, obj, "free"))
+		slab_free_slow(s, slab, obj, "free");
+}
+
+/*
+ * Empty the magazine of slot @c (thread @t's) before its slabs are let go:
+ * objects of the active slab stay on c->freelist (unfreezing takes them
+ * with the slab), the others go back to their slabs.
+ */
+static void mag_drain(struct kmm_cache *s, struct kmem_cache_cpu *c, struct slab_thread *t)
+{
+	void *own = NULL, *obj;
+	unsigned nown = 0;
+	if (!s->tagged)
+		return; /* only the active slab's objects are here */
+	while ((obj = c->freelist) != NULL) {
+		c->freelist = get_freepointer(s, obj);
+		if (c->slab && compound_head(virt_to_page(obj)) == c->slab) {
+			set_freepointer(s, obj, own);
+			own = obj;
+			nown++;
+		} else {
+			mag_return(s, t, obj);
+		}
+	}
+	c->freelist = own;
+	c->room = mag_room(s, nown);
+}
+
+static void flush_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, struct slab_thread *t)
+{
+	mag_drain(s, c, t);
 	if (c->slab) {
 		deactivate_slab(s, c->slab, c->freelist);
 		c->slab = NULL;
@@ -488,6 +572,8 @@ static struct kmm_cache *slot_cache(struct kmem_cache_cpu *c)
 		return list_first_entry(&c->partial, struct page, slab_list)->slab_cache;
 	if (!list_empty(&c->full))
 		return list_first_entry(&c->full, struct page, slab_list)->slab_cache;
+	if (c->freelist) /* a magazine whose slabs all went to the node (it keeps them alive) */
+		return compound_head(virt_to_page(c->freelist))->slab_cache;
 	return NULL;
 }
 
@@ -501,7 +587,7 @@ static void flush_thread(struct slab_thread *t)
 		for (unsigned j = 0; j < SLOTS_PER_CHUNK; j++) {
 			struct kmm_cache *s = slot_cache(&chunk[j]);
 			if (s)
-				flush_cpu(s, &chunk[j]);
+				flush_cpu(s, &chunk[j], t);
 		}
 	}
 }
@@ -540,13 +626,13 @@ static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
  * since the active one; look at FULL_SCAN at most, rotating the others to
  * the tail.  Returns its objects, or NULL.
  */
-static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
+static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned *np)
 {
 	struct list_head *full = &c->full;
 	for (unsigned i = 0; i < FULL_SCAN && !list_empty(full); i++) {
 		struct page *slab = list_first_entry(full, struct page, slab_list);
 		list_del(&slab->slab_list);
-		void *fl = take_objects(s, slab);
+		void *fl = take_objects(s, slab, np);
 		if (fl) {
 			set_held(slab, HELD_ACTIVE);
 			c->slab = slab;
@@ -558,12 +644,13 @@ static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
 }
 
 /* Find the next free object for the thread (the kernel's ___slab_alloc). */
-static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags)
+static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags,
+			unsigned *np)
 {
 	for (;;) {
 		struct page *slab = c->slab;
 		if (slab) {
-			void *fl = take_objects(s, slab);
+			void *fl = take_objects(s, slab, np);
 			if (fl)
 				return fl;
 			/* Ran dry: keep it, frozen, where our frees and the scan find it. */
@@ -578,12 +665,12 @@ static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned 
 			c->slab = slab;
 			continue;
 		}
-		void *fl = scan_full(s, c);
+		void *fl = scan_full(s, c, np);
 		if (fl)
 			return fl;
 		if (get_partial_node(s, c))
 			continue;
-		slab = new_slab(s, flags, &fl);
+		slab = new_slab(s, flags, &fl, np);
 		if (!slab)
 			return NULL;
 		c->slab = slab;
@@ -596,13 +683,15 @@ static void *refill_cpu(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned 
  * Hand out @obj, the head of a freshly taken freelist: the rest becomes the
  * slot's private freelist.  NULL (ENOMEM) passes through.
  */
-static void *take_first(struct kmm_cache *s, struct kmem_cache_cpu *c, void *obj, unsigned flags)
+static void *take_first(struct kmm_cache *s, struct kmem_cache_cpu *c, void *obj, unsigned n,
+			unsigned flags)
 {
 	if (!obj) {
 		errno = ENOMEM;
 		return NULL;
 	}
 	c->freelist = get_freepointer(s, obj);
+	c->room = mag_room(s, n - 1);
 	if (s->canary)
 		*canary_word(obj) = 0;
 	if (flags & KMM_GFP_ZERO)
@@ -614,8 +703,10 @@ static noinline void *slab_alloc_exited(struct kmm_cache *s, unsigned flags)
 {
 	struct kmem_cache_cpu tmp = {0};
 	slots_init(&tmp, 1);
-	void *obj = take_first(s, &tmp, refill_cpu(s, &tmp, flags), flags);
-	flush_cpu(s, &tmp);
+	unsigned n = 0;
+	void *obj = refill_cpu(s, &tmp, flags, &n);
+	obj = take_first(s, &tmp, obj, n, flags);
+	flush_cpu(s, &tmp, NULL);
 	return obj;
 }
 
@@ -651,12 +742,43 @@ static always_inline void update_end(struct slab_thread *t)
 	__atomic_store_n(&t->in_update, 0, __ATOMIC_RELEASE);
 }
 
+/*
+ * Magazine GC (jemalloc's tcache GC in spirit): every MAG_GC_REFILLS refills
+ * the thread looks at the next slot of its first chunk (the kmalloc
+ * classes); a magazine whose top has not moved since the last look, a whole
+ * round of refills ago, belongs to a class the thread no longer uses, and
+ * its objects go back to their slabs, which may then empty.  Only on the
+ * refill path, so the fast paths pay nothing; a thread that stops
+ * allocating altogether keeps its magazines, as it keeps its slabs, until
+ * it exits or flushes.
+ */
+#define MAG_GC_REFILLS 4
+
+static void mag_gc(struct slab_thread *t)
+{
+	if (++t->gc_refills < MAG_GC_REFILLS)
+		return;
+	t->gc_refills = 0;
+	struct kmem_cache_cpu *c = &t->first[t->gc_next];
+	t->gc_next = (t->gc_next + 1) % SLOTS_PER_CHUNK;
+	uint32_t mark = (uint32_t)(uintptr_t)c->freelist;
+	if (c->freelist && mark == c->gc_mark) {
+		struct kmm_cache *s = slot_cache(c);
+		if (s && s->tagged)
+			mag_drain(s, c, t);
+	}
+	c->gc_mark = (uint32_t)(uintptr_t)c->freelist;
+}
+
 noinline void *slab_alloc_refill(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned flags)
 {
 	struct slab_thread *t = slab_tls;
 	update_begin(t);
-	void *obj = take_first(s, c, refill_cpu(s, c, flags), flags);
+	unsigned n = 0;
+	void *obj = refill_cpu(s, c, flags, &n);
+	obj = take_first(s, c, obj, n, flags);
 	update_end(t);
+	mag_gc(t); /* after update_end(): giving objects back runs sections of its own */
 	return obj;
 }
 
@@ -890,6 +1012,7 @@ void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const c
  * <= 1/8 throughout.
  */
 #define SLAB_BIG_ORDER 6 /* 256 KiB */
+#define MAG_MAX 128
 #define CPU_PARTIAL_BATCH_BYTES (1ul << 20)
 #define CPU_PARTIAL_BYTES (8ul << 20)
 
@@ -982,7 +1105,18 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->flags = flags;
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);
 	s->fast_free = s->canary && id < SLOTS_PER_CHUNK;
-	s->cpu_offset = s->fast_free ? (unsigned)offsetof(struct slab_thread, first[id]) : 0;
+	/*
+	 * The magazine: room for KMM_MAG_BYTES of objects, at most MAG_MAX
+	 * (each may keep a slab from emptying), at least 2 unless it is 0.
+	 * Random replacement (larson) keeps a class's frees and allocations
+	 * level, so its magazine serves both while its level wanders within
+	 * the room; past the room (a batch freed) frees go to their slabs as
+	 * they would without one.
+	 */
+	unsigned long mag_bytes = (unsigned long)kmm_tunable(KMM_TUNE_MAG_BYTES);
+	s->mag_limit = !s->fast_free || !mag_bytes
+			       ? 0
+			       : (unsigned)MAX(2ul, MIN((unsigned long)MAG_MAX, mag_bytes / sz));
 	s->ctor = ctor;
 	s->name = name;
 	kmm_lock_init(&s->list_lock);
@@ -1120,7 +1254,7 @@ static void flush_local_slot(struct kmm_cache *s)
 	struct slab_thread *t = slab_tls;
 	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
 	if (c)
-		flush_cpu(s, c);
+		flush_cpu(s, c, t);
 	kmm_unlock(&slab_threads_lock);
 }
 
@@ -1166,7 +1300,7 @@ KMM_EXPORT void kmm_cache_destroy(struct kmm_cache *s)
 		struct slab_thread *t = list_entry(pos, struct slab_thread, registry);
 		struct kmem_cache_cpu *c = cpu_slot(t, s->id);
 		if (c)
-			flush_cpu(s, c);
+			flush_cpu(s, c, t);
 	}
 	kmm_unlock(&slab_threads_lock);
 	discard_empty_partials(s);
@@ -1278,6 +1412,7 @@ void slab_thread_exit(void)
 	kmm_lock(&slab_threads_lock);
 	flush_thread(t);
 	list_del(&t->registry);
+	tag_put(t->tag);
 	kmm_unlock(&slab_threads_lock);
 	slab_tls = NULL;
 	malloc_owner = MALLOC_OWNER_NONE;
@@ -1356,6 +1491,7 @@ void slab_fork_child_reclaim(void)
 			continue;
 		flush_thread(t);
 		list_del(&t->registry);
+		tag_put(t->tag);
 		for (unsigned i = 1; i < SLAB_CHUNKS; i++)
 			if (t->chunk[i])
 				free_pages(virt_to_page(t->chunk[i]), 0);
@@ -1394,6 +1530,18 @@ static unsigned walk_freelist(struct kmm_cache *s, struct page *slab, void *fl, 
 	return n;
 }
 
+/* Whether every frame of @slab carries @tag (always, for a cache without tags). */
+static bool tags_are(const struct kmm_cache *s, const struct page *slab, uint32_t tag)
+{
+	if (!s->tagged)
+		return true;
+	const uint32_t *tags = &page_section(slab)->slab_tag[page_index(slab)];
+	for (size_t i = 0; i < (1ul << s->order); i++)
+		if (__atomic_load_n(&tags[i], __ATOMIC_RELAXED) != tag)
+			return false;
+	return true;
+}
+
 static bool cache_validate(struct kmm_cache *s)
 {
 	bool ok = true;
@@ -1407,8 +1555,8 @@ static bool cache_validate(struct kmm_cache *s)
 		if (slab->flags != (PG_head | PG_slab) || slab->slab_cache != s ||
 		    slab->order != s->order || page_section(slab)->head_delta[page_index(slab)] != 0)
 			SFAIL("cache %s: partial slab %p has a bad descriptor", s->name, page_to_virt(slab));
-		if (sw_frozen(w) || slab_owner(slab) || slab->local_free)
-			SFAIL("cache %s: frozen or owned slab %p on the node list", s->name,
+		if (sw_frozen(w) || slab_owner(slab) || slab->local_free || !tags_are(s, slab, 0))
+			SFAIL("cache %s: frozen, owned or tagged slab %p on the node list", s->name,
 			      page_to_virt(slab));
 		unsigned nfree = walk_freelist(s, slab, sw_freelist(w), &ok);
 		if (nfree + sw_inuse(w) != s->objects || nfree == 0 || slab->nr_init != s->objects)
@@ -1429,13 +1577,41 @@ static bool cache_validate(struct kmm_cache *s)
 	struct kmem_cache_cpu *c = t ? cpu_slot(t, s->id) : NULL;
 	if (!c)
 		return ok;
+	uint32_t tag = t->tag == SLAB_TAG_NONE ? 0 : slab_tag_of(t, s->id);
 	if (c->slab) {
+		if (!tags_are(s, c->slab, tag) ||
+		    walk_freelist(s, c->slab, c->slab->local_free, &ok) != c->slab->nr_local)
+			SFAIL("cache %s: active slab %p: a frame without the thread's tag, or nr_local "
+			      "not the length of its local list", s->name, page_to_virt(c->slab));
 		if (!sw_frozen(slab_word(c->slab)) || c->slab->slab_cache != s ||
 		    slab_owner(c->slab) != t || slab_held(c->slab) != HELD_ACTIVE)
 			SFAIL("cache %s: active slab not frozen, not ours, not marked active or of "
 			      "another cache", s->name);
-		unsigned n = walk_freelist(s, c->slab, c->freelist, &ok) +
-			     walk_freelist(s, c->slab, c->slab->local_free, &ok);
+	}
+	/*
+	 * The private freelist: the active slab's objects and, for tagged
+	 * caches, the magazine's, each a slot of a live slab of this cache;
+	 * no longer than a slab's worth plus the magazine's bound.
+	 */
+	unsigned nfl = 0, nown = 0;
+	for (void *p = c->freelist; p; p = get_freepointer(s, p)) {
+		struct page *pg = virt_to_page(p), *slab = pg ? compound_head(pg) : NULL;
+		if (!slab || !(page_flags(slab) & PG_slab) || slab->slab_cache != s ||
+		    !slot_start(s, p) || sw_inuse(slab_word(slab)) == 0 ||
+		    (!s->tagged && slab != c->slab)) {
+			SFAIL("cache %s: private free object %p is not a slot of a live slab of the "
+			      "cache%s", s->name, p, s->tagged ? "" : " (nor of the active slab)");
+			break;
+		}
+		nown += slab == c->slab;
+		if (++nfl > s->objects + s->mag_limit) {
+			SFAIL("cache %s: private freelist longer than a slab and a magazine (a cycle?)",
+			      s->name);
+			break;
+		}
+	}
+	if (c->slab) {
+		unsigned n = nown + walk_freelist(s, c->slab, c->slab->local_free, &ok);
 		if (n > sw_inuse(slab_word(c->slab)))
 			SFAIL("cache %s: active slab holds %u free objects, %u counted in use", s->name,
 			      n, sw_inuse(slab_word(c->slab)));
@@ -1452,6 +1628,10 @@ static bool cache_validate(struct kmm_cache *s)
 			      s->name);
 		unsigned nlocal = walk_freelist(s, p, p->local_free, &ok);
 		unsigned inuse = sw_inuse(slab_word(p));
+		if (nlocal != p->nr_local || !tags_are(s, p, tag))
+			SFAIL("cache %s: cpu partial slab %p: nr_local %u for %u local objects, or a "
+			      "frame without the thread's tag", s->name, page_to_virt(p), p->nr_local,
+			      nlocal);
 		if (nlocal > inuse || (slab_held(p) == HELD_PARTIAL && p->held_used + nlocal < inuse) ||
 		    (slab_held(p) != HELD_PARTIAL && slab_held(p) != HELD_EMPTY))
 			SFAIL("cache %s: cpu partial slab %p: not marked partial, its local list longer "
@@ -1465,7 +1645,7 @@ static bool cache_validate(struct kmm_cache *s)
 	{
 		struct page *p = list_entry(pos, struct page, slab_list);
 		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t ||
-		    slab_held(p) != HELD_FULL || p->local_free)
+		    slab_held(p) != HELD_FULL || p->local_free || p->nr_local || !tags_are(s, p, tag))
 			SFAIL("cache %s: full slab %p not frozen, not ours, not marked full or with "
 			      "local objects", s->name, page_to_virt(p));
 	}

@@ -14,7 +14,25 @@
  * caller's promise that nobody uses the cache.
  */
 struct kmem_cache_cpu {
-	void *freelist;        /* private free objects of the active slab */
+	/*
+	 * The thread's private free objects: the active slab's, and (for
+	 * tagged (malloc class) caches) the magazine - objects free() took back from any
+	 * slab the thread holds, last in first out, so that malloc hands out
+	 * the object freed last, still in the cache (tcmalloc's thread cache,
+	 * the kernel's sheaves, Bonwick's magazines).  Every object here counts
+	 * as in use in its slab, so no slab empties or changes hands because
+	 * of them.
+	 */
+	void *freelist;
+	/*
+	 * Magazine room: free()'s pushes count it down, pops count it up, and
+	 * a new freelist resets it to the cache's mag_limit.  At 0 free() puts
+	 * objects on their slabs' own lists instead, so the list holds at most
+	 * mag_limit objects beyond what a refill put there, and a thread that
+	 * never allocated from the class (0 from the start) keeps none.
+	 */
+	int room;
+	uint32_t gc_mark;      /* low bits of freelist at mag_gc()'s last look */
 	struct page *slab;     /* active slab (frozen by this thread), or NULL */
 	/*
 	 * Frozen slabs with free objects (HELD_PARTIAL), via slab_list, first
@@ -33,7 +51,7 @@ struct kmem_cache_cpu {
 	struct list_head full;
 	unsigned nr_partial;   /* slabs on ->partial, the empty ones included */
 	unsigned nr_empty;     /* HELD_EMPTY slabs on ->partial */
-};
+} __attribute__((aligned(64))); /* one line: malloc and free touch freelist and room together */
 
 /*
  * Where the holder of a frozen slab keeps it: the low bits of page.owner.
@@ -42,23 +60,13 @@ struct kmem_cache_cpu {
  */
 enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2, HELD_EMPTY = 3 };
 #define HELD_MASK 3ul
-/*
- * Also in page.owner of a held slab: its cache has fast_free, so that
- * free()'s one compare of the owner word asks "a live slab of mine that my
- * fast path may take?" without reading the page flags first.  An owner
- * word is nonzero only while its slab is frozen (unfreezing clears it, and
- * only unfrozen slabs are given back), and no other use of the descriptor
- * writes a page-aligned pointer there.
- */
-#define OWNER_FAST 4ul
-#define OWNER_BITS 7ul /* slab_threads are page blocks: their addresses leave these bits free */
+#define OWNER_BITS HELD_MASK /* slab_threads are page blocks: their addresses leave these bits free */
 
 struct kmm_cache {
 	/* Read-mostly; set at creation.  First what free() reads, in one line. */
 	uint64_t div_magic;     /* 2^64 / size rounded up: the slot check's divisibility test */
 	uint64_t check_limit;   /* offsets whose product with div_magic is below it start slots */
 	uintptr_t slab_mask;    /* slab bytes - 1: an object's offset in its slab is addr & mask */
-	unsigned cpu_offset;    /* fast_free: offsetof(struct slab_thread, first[id]) */
 	unsigned id;            /* index of this cache's kmem_cache_cpu in every thread */
 	unsigned size;          /* slot stride: object, free pointer, padding */
 	unsigned object_size;   /* bytes asked for */
@@ -69,6 +77,7 @@ struct kmm_cache {
 	unsigned init_batch;    /* slots a holder links (touches) at a time */
 	unsigned cpu_partial_slabs; /* most slabs a thread keeps on ->partial */
 	unsigned cpu_partial_batch; /* slabs a refill takes from the node; most a thread adopts */
+	unsigned mag_limit;     /* tagged: the magazine's room (kmem_cache_cpu.room) */
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
 	unsigned long flags;
 	void (*ctor)(void *);
@@ -77,11 +86,16 @@ struct kmm_cache {
 	bool canary;            /* free objects carry a canary in their second word */
 	/*
 	 * canary, free pointer at 0 and a slot in every thread's first chunk:
-	 * its holder's owner word has OWNER_FAST, and free() pushes straight
-	 * on the slot.
+	 * free() may push its objects on the slot (its magazine).
 	 */
 	bool fast_free;
 	bool is_kmalloc;
+	/*
+	 * A malloc size class (set by kmalloc, with fast_free, before any slab
+	 * exists): its slabs carry slab tags, free() takes its objects into
+	 * magazines of mag_limit, and id < NR_KMALLOC_CLASSES.
+	 */
+	bool tagged;
 
 	/*
 	 * The node: list_lock guards partial and nr_partial.  Its own cache
@@ -149,31 +163,52 @@ struct slab_thread {
 	struct kmem_cache_cpu *chunk[SLAB_CHUNKS];
 	struct list_head registry; /* slab_threads (slab_threads_lock) */
 	int in_update;             /* changing its lists (see update_begin() in slab.c) */
+	uint32_t tag;              /* its slab tag (slab_tag_of()), or SLAB_TAG_NONE */
+	unsigned gc_refills;       /* refills since mag_gc() last looked at a slot */
+	unsigned gc_next;          /* the slot of the first chunk it looks at next */
 	struct kmem_cache_cpu first[SLOTS_PER_CHUNK];
 };
 #define SLAB_THREAD_ORDER 1
 _Static_assert(sizeof(struct slab_thread) <= (KMM_PAGE_SIZE << SLAB_THREAD_ORDER), "slab_thread");
 _Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE, "chunk");
+_Static_assert(sizeof(struct kmem_cache_cpu) == 64, "a slot is one cache line");
+
+/*
+ * Slab tags (mem_section.slab_tag): a thread that holds a slab of kmalloc
+ * class k writes (its id << 8) | k into the tag of each of the slab's
+ * frames, and 0 before it lets the slab go.  Ids are 1..SLAB_TAG_IDS-1,
+ * unique among live threads; a thread without one (more threads than ids)
+ * has SLAB_TAG_NONE, which no frame ever carries, and writes 0.  Only a
+ * holder writes its own id and clears it before it unfreezes, so a thread
+ * that reads its own id in a tag (relaxed) holds that slab, as with
+ * page.owner.
+ */
+#define SLAB_TAG_IDS 65536u
+#define SLAB_TAG_NONE 0xffffff00u
+#define SLAB_TAG_CLASS 0xffu
+static always_inline uint32_t slab_tag_of(const struct slab_thread *t, unsigned cls)
+{
+	return t->tag | cls;
+}
 
 /* The calling thread's slab state (NULL until its first slab allocation). */
 extern KMM_HIDDEN __thread struct slab_thread *slab_tls
 	__attribute__((tls_model("initial-exec")));
 
 /*
- * The calling thread's slab state as the malloc fast paths see it: the
- * address of its slab_thread plus OWNER_FAST once the malloc layer has let
- * it (slab_fast_enable()), else that of slab_thread_none, whose slots are
- * all empty and which holds no slab.  So the fast paths need no NULL test
- * (a pop from it fails, a free never matches its owner, and both go to
- * their slow paths), and free() compares a slab's owner word with it as it
- * is.  Slot offsets for it (kmalloc_slot_offset) are OWNER_FAST short.
+ * The calling thread's slab state as the malloc fast paths see it: its
+ * slab_thread once the malloc layer has let it (slab_fast_enable()), else
+ * slab_thread_none, whose slots are all empty, which holds no slab and whose
+ * tag (SLAB_TAG_NONE) no frame carries.  So the fast paths need no NULL
+ * test: a pop from it fails, a free never matches its tag, and both go to
+ * their slow paths.
  */
 extern KMM_HIDDEN __thread char *malloc_owner __attribute__((tls_model("initial-exec")));
 extern KMM_HIDDEN struct slab_thread slab_thread_none;
-#define MALLOC_OWNER_NONE ((char *)&slab_thread_none + OWNER_FAST)
+#define MALLOC_OWNER_NONE ((char *)&slab_thread_none)
 static always_inline struct slab_thread *malloc_owner_thread(char *owner)
 {
-	return (struct slab_thread *)(owner - OWNER_FAST);
+	return (struct slab_thread *)owner;
 }
 /* Point malloc_owner at the calling thread's slab_thread, if it has one. */
 void slab_fast_enable(void);
@@ -218,10 +253,21 @@ static always_inline void *slab_cpu_pop(const struct kmm_cache *s, struct kmem_c
 	void *obj = c->freelist;
 	if (likely(obj != NULL)) {
 		c->freelist = get_freepointer(s, obj);
+		c->room++;
 		if (s->canary)
 			*canary_word(obj) = 0;
 	}
 	return obj;
+}
+
+/*
+ * The room of a magazine whose slot's freelist now holds @n objects: the
+ * list may grow by free()'s pushes to mag_limit objects (none when a refill
+ * brought more).
+ */
+static always_inline int mag_room(const struct kmm_cache *s, unsigned n)
+{
+	return (int)s->mag_limit - (int)n;
 }
 
 /*
@@ -239,9 +285,12 @@ static always_inline void *slab_take_local(const struct kmm_cache *s, struct kme
 		return NULL;
 	void *obj = slab->local_free;
 	if (obj) {
+		unsigned n = slab->nr_local;
 		slab->local_free = NULL;
+		slab->nr_local = 0;
 		__atomic_thread_fence(__ATOMIC_RELEASE);
 		c->freelist = get_freepointer(s, obj);
+		c->room = mag_room(s, n - 1);
 		if (s->canary)
 			*canary_word(obj) = 0;
 	}
@@ -299,16 +348,16 @@ static always_inline void local_push(const struct kmm_cache *s, struct page *sla
 	canary_on_free(s, obj, fn);
 	set_freepointer(s, obj, head);
 	slab->local_free = obj;
+	slab->nr_local++;
 }
 
 /*
- * free()'s push for a fast_free slab the thread holds, on its free_list:
- * its slot's private freelist for its active slab (where the next
- * allocation finds it), else the slab's owner-local list.  In two halves,
- * so that free() can report a failed check with a tail call: may @obj go
- * on the list (not its head, no canary), and push it.
+ * free()'s push of an object of a kmalloc class (free pointer at 0, a
+ * canary) on @list: the top of its magazine (the slot's freelist), or its
+ * slab's owner-local list.  In two halves, so that free() can report a
+ * failed check with a tail call: may @obj go on the list (not its head, no
+ * canary), and push it.
  */
-_Static_assert(offsetof(struct kmem_cache_cpu, freelist) == 0, "free_list points at a slot");
 static always_inline bool fast_free_ok(void **list, void *obj)
 {
 	return obj != *list && *canary_word(obj) != canary_of(obj);

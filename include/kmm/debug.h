@@ -22,7 +22,7 @@ unsigned long kmm_os_failed_calls(void);
 /*
  * Tunables.  Each is also read once from the environment at start-up
  * (KMM_DECAY_MS, KMM_USE_BRK, KMM_PCP_HIGH, KMM_MIN_PARTIAL,
- * KMM_STATS, KMM_BACKGROUND).
+ * KMM_STATS, KMM_BACKGROUND, KMM_MAG_BYTES).
  */
 enum kmm_tunable {
 	KMM_TUNE_DECAY_MS,   /* ms a free block stays committed before decommit (default 1000) */
@@ -32,6 +32,8 @@ enum kmm_tunable {
 	KMM_TUNE_STATS,      /* 1: count allocations, print the report at exit (default 0) */
 	KMM_TUNE_BACKGROUND, /* 1: a background thread decays free memory once the heap
 	                        passes 64 MiB, so RSS falls even when the program is idle (default 1) */
+	KMM_TUNE_MAG_BYTES,  /* bytes of objects free() keeps per thread and size class for reuse
+	                        (the magazine; 0: none; read at start-up; default 16384) */
 	KMM_TUNE_NR
 };
 int kmm_tune_set(enum kmm_tunable t, long value); /* 0, or -1 with errno EINVAL */

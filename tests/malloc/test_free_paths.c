@@ -4,13 +4,16 @@
  * thread's active slab, to its partial and full slabs (including tails of
  * slabs of several pages, found through head_delta), and the countdown
  * (held_used) that hands a full slab back to the partial list and an
- * emptied one back to the node.
+ * emptied one back to the node, the magazine (objects freed last come back
+ * first) and its GC (a magazine the thread stopped using goes back to its
+ * slabs, so they can empty).
  *
  * For classes from 48 B to 40 KB (slabs of 1 to 64 pages; the ones above
  * 8 KiB through malloc's second slot table), a thread
  * allocates many blocks, frees a random half and checks the slab
  * invariants, allocates again into the holes, and frees everything in a
- * random order.  Then the class's slabs must be nearly all gone: a thread
+ * random order, then works with another class for a while (the magazine
+ * GC's turn).  Then the class's slabs must be nearly all gone: a thread
  * keeps at most 32 KiB of emptied slabs per class and the node min_partial,
  * so a countdown that never reached 0 (slabs left on the partial list, up
  * to 8 MiB) or reached it early (a slab given back with objects in use,
@@ -73,6 +76,53 @@ static void check(size_t i, size_t size)
 	      "block %zu of %zu bytes was overwritten", i, size);
 }
 
+/* Allocate and free rounds of blocks of a class other than @size's, in batches that refill. */
+static void churn_other_class(size_t size)
+{
+	static void *batch[4000];
+	size_t other = size == 64 ? 96 : 64;
+	for (int round = 0; round < 64; round++) {
+		for (size_t i = 0; i < ARRAY_SIZE(batch); i++) {
+			batch[i] = malloc(other);
+			CHECK(batch[i] != NULL, "malloc(%zu) failed", other);
+		}
+		for (size_t i = 0; i < ARRAY_SIZE(batch); i++)
+			free(batch[i]);
+	}
+}
+
+/*
+ * free() keeps what it takes back on top of the thread's magazine for the
+ * class, whichever slab the object is from: the next allocations of the
+ * class get the blocks freed last, last first, while they are in the cache.
+ */
+static void check_magazine(size_t size)
+{
+	enum { N = 3000 };
+	static void *v[N];
+	for (size_t i = 0; i < N; i++) {
+		v[i] = malloc(size);
+		CHECK(v[i] != NULL, "malloc(%zu) failed", size);
+	}
+	/* Blocks of three different slabs, none of them the active one. */
+	static const size_t pick[] = {7, 1500, 300};
+	uintptr_t freed[ARRAY_SIZE(pick)];
+	for (size_t k = 0; k < ARRAY_SIZE(pick); k++) {
+		freed[k] = (uintptr_t)v[pick[k]];
+		free(v[pick[k]]);
+	}
+	for (size_t k = ARRAY_SIZE(pick); k-- > 0;) {
+		v[pick[k]] = malloc(size);
+		CHECK((uintptr_t)v[pick[k]] == freed[k],
+		      "malloc(%zu) after frees of blocks %#lx, %#lx, %#lx returned %p, not %#lx (the "
+		      "magazine is last in, first out)", size, (unsigned long)freed[0],
+		      (unsigned long)freed[1], (unsigned long)freed[2], v[pick[k]], (unsigned long)freed[k]);
+	}
+	CHECK(kmm_slab_validate(NULL) == 0, "slab invariants broken after the magazine check");
+	for (size_t i = 0; i < N; i++)
+		free(v[i]);
+}
+
 static void run_class(struct rng *r, size_t size)
 {
 	static size_t order[NBLOCKS];
@@ -117,6 +167,14 @@ static void run_class(struct rng *r, size_t size)
 		free(blocks[order[k]]);
 	}
 	CHECK(kmm_slab_validate(NULL) == 0, "%s: slab invariants broken after all frees", name);
+	/*
+	 * The last frees sit in the thread's magazine for the class, each one
+	 * keeping its slab from emptying.  The magazine GC gives a magazine
+	 * that stopped moving back to its slabs as the thread goes on with
+	 * other classes: churn one, a few hundred refills.
+	 */
+	churn_other_class(size);
+	CHECK(kmm_slab_validate(NULL) == 0, "%s: slab invariants broken after the magazine GC", name);
 	unsigned long after = num_slabs(name, &pages);
 	/* Kept: 32 KiB of emptied slabs (at least one), min_partial (2), the active slab. */
 	unsigned long kept = (32768 / (pages * 4096) ? 32768 / (pages * 4096) : 1) + 2 + 1;
@@ -134,5 +192,7 @@ int main(void)
 	static const size_t sizes[] = {48, 200, 500, 1000, 3000, 12000, 40000};
 	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
 		run_class(&r, sizes[i]);
+	check_magazine(200);
+	check_magazine(48);
 	return test_finish();
 }
