@@ -137,6 +137,10 @@ KMM_EXPORT void *malloc(size_t size)
 
 static noinline void free_slow(void *p) { do_free(p, "free"); }
 
+/* A slot offset times this is the offset of the same class's cache in kmalloc_caches. */
+#define KMALLOC_CACHE_PER_SLOT (sizeof(struct kmm_cache) / sizeof(struct kmem_cache_cpu))
+_Static_assert(sizeof(struct kmm_cache) % sizeof(struct kmem_cache_cpu) == 0, "cache stride");
+
 /* The head of the slab that frame @idx of @ms belongs to (slabs of up to 255 pages). */
 static always_inline struct page *frame_slab(struct mem_section *ms, size_t idx)
 {
@@ -206,13 +210,14 @@ KMM_EXPORT void free(void *p)
 	struct mem_section *ms = pagemap_section(e);
 	size_t idx = ((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1);
 	struct slab_thread *t = malloc_owner_thread(owner);
-	uint32_t cls = __atomic_load_n(&ms->slab_tag[idx], __ATOMIC_RELAXED) ^ t->tag;
-	if (unlikely(cls > SLAB_TAG_CLASS))
+	/* Mine: the class's slot offset (slab_tag_of()); another's or none: above the mask. */
+	uint32_t off = __atomic_load_n(&ms->slab_tag[idx], __ATOMIC_RELAXED) ^ t->tag;
+	if (unlikely(off > SLAB_TAG_CLASS_MASK))
 		return free_other(p, ms, idx, owner);
-	struct kmm_cache *s = &kmalloc_caches[cls];
+	struct kmem_cache_cpu *c = (struct kmem_cache_cpu *)((char *)t->first + off);
+	struct kmm_cache *s = (struct kmm_cache *)((char *)kmalloc_caches + off * KMALLOC_CACHE_PER_SLOT);
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, s);
-	struct kmem_cache_cpu *c = &t->first[cls];
 	if (unlikely(c->room <= 0))
 		return free_held(p, ms, idx, t);
 	if (unlikely(!fast_free_ok(&c->freelist, p)))

@@ -21,7 +21,7 @@ static const struct tunable_desc tunable_table[KMM_TUNE_NR] = {
 	[KMM_TUNE_MIN_PARTIAL] = {"KMM_MIN_PARTIAL", 2, 0, 1024},
 	[KMM_TUNE_STATS] = {"KMM_STATS", 0, 0, 1},
 	[KMM_TUNE_BACKGROUND] = {"KMM_BACKGROUND", 1, 0, 1},
-	[KMM_TUNE_MAG_BYTES] = {"KMM_MAG_BYTES", 16384, 0, 1 << 20},
+	[KMM_TUNE_MAG_BYTES] = {"KMM_MAG_BYTES", 65536, 0, 1 << 20},
 };
 
 long kmm_tunables[KMM_TUNE_NR] = {
@@ -31,7 +31,7 @@ long kmm_tunables[KMM_TUNE_NR] = {
 	[KMM_TUNE_MIN_PARTIAL] = 2,
 	[KMM_TUNE_STATS] = 0,
 	[KMM_TUNE_BACKGROUND] = 1,
-	[KMM_TUNE_MAG_BYTES] = 16384,
+	[KMM_TUNE_MAG_BYTES] = 65536,
 };
 
 void options_init(void)

@@ -180,9 +180,11 @@ static uint32_t tag_get(void)
 {
 	for (unsigned i = 0; i < SLAB_TAG_IDS / 64; i++)
 		if (~tag_ids[i]) {
-			unsigned b = (unsigned)__builtin_ctzll(~tag_ids[i]);
+			unsigned b = (unsigned)__builtin_ctzll(~tag_ids[i]), id = i * 64 + b;
+			if (id >= SLAB_TAG_IDS - 1)
+				break; /* the last id is SLAB_TAG_NONE's */
 			tag_ids[i] |= 1ull << b;
-			return (i * 64 + b) << 8;
+			return id << SLAB_TAG_SHIFT;
 		}
 	return SLAB_TAG_NONE;
 }
@@ -191,7 +193,7 @@ static uint32_t tag_get(void)
 static void tag_put(uint32_t tag)
 {
 	if (tag != SLAB_TAG_NONE)
-		tag_ids[(tag >> 8) / 64] &= ~(1ull << ((tag >> 8) % 64));
+		tag_ids[(tag >> SLAB_TAG_SHIFT) / 64] &= ~(1ull << ((tag >> SLAB_TAG_SHIFT) % 64));
 }
 
 
@@ -1012,7 +1014,7 @@ void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const c
  * <= 1/8 throughout.
  */
 #define SLAB_BIG_ORDER 6 /* 256 KiB */
-#define MAG_MAX 128
+#define MAG_MAX 512
 #define CPU_PARTIAL_BATCH_BYTES (1ul << 20)
 #define CPU_PARTIAL_BYTES (8ul << 20)
 

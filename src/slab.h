@@ -175,20 +175,24 @@ _Static_assert(sizeof(struct kmem_cache_cpu) == 64, "a slot is one cache line");
 
 /*
  * Slab tags (mem_section.slab_tag): a thread that holds a slab of kmalloc
- * class k writes (its id << 8) | k into the tag of each of the slab's
- * frames, and 0 before it lets the slab go.  Ids are 1..SLAB_TAG_IDS-1,
- * unique among live threads; a thread without one (more threads than ids)
- * has SLAB_TAG_NONE, which no frame ever carries, and writes 0.  Only a
- * holder writes its own id and clears it before it unfreezes, so a thread
- * that reads its own id in a tag (relaxed) holds that slab, as with
- * page.owner.
+ * class k writes (its id << 16) | (k << 6) into the tag of each of the
+ * slab's frames, and 0 before it lets the slab go; the class comes shifted
+ * so that free() turns "tag xor the thread's tag" into the byte offset of
+ * the class's slot (64 bytes each) without another shift.  Ids are
+ * 1..SLAB_TAG_IDS-2, unique among live threads; a thread without one (more
+ * threads than ids) has SLAB_TAG_NONE, which no frame ever carries, and
+ * writes 0.  Only a holder writes its own id and clears it before it
+ * unfreezes, so a thread that reads its own id in a tag (relaxed) holds that
+ * slab, as with page.owner.
  */
 #define SLAB_TAG_IDS 65536u
-#define SLAB_TAG_NONE 0xffffff00u
-#define SLAB_TAG_CLASS 0xffu
+#define SLAB_TAG_SHIFT 16
+#define SLAB_TAG_NONE ((SLAB_TAG_IDS - 1) << SLAB_TAG_SHIFT)
+#define SLAB_TAG_CLASS_MASK ((1u << SLAB_TAG_SHIFT) - 1) /* the class part: its slot offset */
+_Static_assert(SLOTS_PER_CHUNK * sizeof(struct kmem_cache_cpu) <= (1u << SLAB_TAG_SHIFT), "tag");
 static always_inline uint32_t slab_tag_of(const struct slab_thread *t, unsigned cls)
 {
-	return t->tag | cls;
+	return t->tag | (uint32_t)(cls * sizeof(struct kmem_cache_cpu));
 }
 
 /* The calling thread's slab state (NULL until its first slab allocation). */

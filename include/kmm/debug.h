@@ -33,7 +33,7 @@ enum kmm_tunable {
 	KMM_TUNE_BACKGROUND, /* 1: a background thread decays free memory once the heap
 	                        passes 64 MiB, so RSS falls even when the program is idle (default 1) */
 	KMM_TUNE_MAG_BYTES,  /* bytes of objects free() keeps per thread and size class for reuse
-	                        (the magazine; 0: none; read at start-up; default 16384) */
+	                        (the magazine; 0: none; read at start-up; default 65536) */
 	KMM_TUNE_NR
 };
 int kmm_tune_set(enum kmm_tunable t, long value); /* 0, or -1 with errno EINVAL */
