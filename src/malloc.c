@@ -155,8 +155,9 @@ static always_inline struct page *frame_slab(struct mem_section *ms, size_t idx)
  * slab of more than 255 pages, anything not a slab; and every free while
  * statistics are on.
  */
-static noinline void free_other(void *p, struct mem_section *ms, size_t idx, char *owner)
+static noinline void free_other(void *p, uintptr_t e, size_t idx, char *owner)
 {
+	struct mem_section *ms = pagemap_section(e);
 	unsigned flags;
 	if (unlikely(stats_enabled))
 		return free_slow(p);
@@ -178,14 +179,15 @@ static noinline void free_invalid(void *p, struct kmm_cache *s) { check_object(s
 static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
 
 /*
- * The thread's magazine of class @s is full (or it never allocated from the
- * class): the object goes on its slab's owner-local list, the holder's
- * local free (slab_local_push() less the owner compare: the tag said the
- * slab is @t's).
+ * The thread's magazine @c is full (or it never allocated from the class):
+ * the object goes on its slab's owner-local list, the holder's local free
+ * (slab_local_push() less the owner compare: the tag said the slab is @t's).
  */
-static noinline void free_held(void *p, struct mem_section *ms, size_t idx, struct slab_thread *t)
+static noinline void free_held(void *p, uintptr_t e, size_t idx, struct kmem_cache_cpu *c,
+			       struct slab_thread *t)
 {
-	struct page *slab = frame_slab(ms, idx);
+	struct page *slab = frame_slab(pagemap_section(e), idx);
+	c->room++; /* free() took it before it knew the magazine was full */
 	if (unlikely(!fast_free_ok(&slab->local_free, p)))
 		return free_double(p);
 	fast_free_push(&slab->local_free, p);
@@ -207,23 +209,22 @@ KMM_EXPORT void free(void *p)
 	char *owner = malloc_owner;
 	if (unlikely(!pagemap_is_section(e)))
 		return free_slow(p);
-	struct mem_section *ms = pagemap_section(e);
 	size_t idx = ((uintptr_t)p >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1);
 	struct slab_thread *t = malloc_owner_thread(owner);
 	/* Mine: the class's slot offset (slab_tag_of()); another's or none: above the mask. */
-	uint32_t off = __atomic_load_n(&ms->slab_tag[idx], __ATOMIC_RELAXED) ^ t->tag;
+	uint32_t off = __atomic_load_n(&pagemap_section(e)->slab_tag[idx], __ATOMIC_RELAXED) ^ t->tag;
 	if (unlikely(off > SLAB_TAG_CLASS_MASK))
-		return free_other(p, ms, idx, owner);
+		return free_other(p, e, idx, owner);
 	struct kmem_cache_cpu *c = (struct kmem_cache_cpu *)((char *)t->first + off);
 	struct kmm_cache *s = (struct kmm_cache *)((char *)kmalloc_caches + off * KMALLOC_CACHE_PER_SLOT);
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, s);
-	if (unlikely(c->room <= 0))
-		return free_held(p, ms, idx, t);
+	/* Past the room, to the slab (free_held() gives the room back). */
+	if (unlikely(--c->room < 0))
+		return free_held(p, e, idx, c, t);
 	if (unlikely(!fast_free_ok(&c->freelist, p)))
 		return free_double(p);
 	fast_free_push(&c->freelist, p);
-	c->room--;
 }
 
 KMM_EXPORT void cfree(void *p) { do_free(p, "cfree"); }
