@@ -179,15 +179,13 @@ static noinline void free_invalid(void *p, struct kmm_cache *s) { check_object(s
 static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
 
 /*
- * The thread's magazine @c is full (or it never allocated from the class):
+ * The thread's magazine is full (or it never allocated from the class):
  * the object goes on its slab's owner-local list, the holder's local free
  * (slab_local_push() less the owner compare: the tag said the slab is @t's).
  */
-static noinline void free_held(void *p, uintptr_t e, size_t idx, struct kmem_cache_cpu *c,
-			       struct slab_thread *t)
+static noinline void free_held(void *p, uintptr_t e, size_t idx, struct slab_thread *t)
 {
 	struct page *slab = frame_slab(pagemap_section(e), idx);
-	c->room++; /* free() took it before it knew the magazine was full */
 	if (unlikely(!fast_free_ok(&slab->local_free, p)))
 		return free_double(p);
 	fast_free_push(&slab->local_free, p);
@@ -219,12 +217,14 @@ KMM_EXPORT void free(void *p)
 	struct kmm_cache *s = (struct kmm_cache *)((char *)kmalloc_caches + off * KMALLOC_CACHE_PER_SLOT);
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, s);
-	/* Past the room, to the slab (free_held() gives the room back). */
-	if (unlikely(--c->room < 0))
-		return free_held(p, e, idx, c, t);
+	/* Past the room, to the slab; room is written only by a push (no store-forward stall there). */
+	int room = c->room;
+	if (unlikely(room <= 0))
+		return free_held(p, e, idx, t);
 	if (unlikely(!fast_free_ok(&c->freelist, p)))
 		return free_double(p);
 	fast_free_push(&c->freelist, p);
+	c->room = room - 1;
 }
 
 KMM_EXPORT void cfree(void *p) { do_free(p, "cfree"); }
