@@ -105,9 +105,7 @@ void kmalloc_init(void)
 			kmm_fatal("kmalloc_init", "cannot set up %s", kmalloc_names[i]);
 		kmalloc_caches[i].is_kmalloc = true;
 		/* malloc's classes (16 B up): free() finds their slabs by tag (slab.h). */
-		kmalloc_caches[i].tagged = kmalloc_caches[i].fast_free;
-		if (i > 0 && (kmalloc_caches[i].offset != 0 || !kmalloc_caches[i].canary ||
-			      !kmalloc_caches[i].tagged))
+		if (i > 0 && !slab_cache_set_tagged(&kmalloc_caches[i]))
 			kmm_fatal("kmalloc_init", "%s: layout kmalloc_cpu_pop() relies on", kmalloc_names[i]);
 	}
 	slab_cache_setup(&huge_block_cache, "kmalloc-huge-desc", sizeof(struct huge_block), 0, 0,

@@ -1109,19 +1109,8 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->min_partial = (unsigned long)kmm_tunable(KMM_TUNE_MIN_PARTIAL);
 	s->flags = flags;
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);
-	s->fast_free = s->canary && id < SLOTS_PER_CHUNK;
-	/*
-	 * The magazine: room for KMM_MAG_BYTES of objects, at most MAG_MAX
-	 * (each may keep a slab from emptying), at least 2 unless it is 0.
-	 * Random replacement (larson) keeps a class's frees and allocations
-	 * level, so its magazine serves both while its level wanders within
-	 * the room; past the room (a batch freed) frees go to their slabs as
-	 * they would without one.
-	 */
-	unsigned long mag_bytes = (unsigned long)kmm_tunable(KMM_TUNE_MAG_BYTES);
-	s->mag_limit = !s->fast_free || !mag_bytes
-			       ? 0
-			       : (unsigned)MAX(2ul, MIN((unsigned long)MAG_MAX, mag_bytes / sz));
+	s->tagged = false;
+	s->mag_limit = 0;
 	s->ctor = ctor;
 	s->name = name;
 	kmm_lock_init(&s->list_lock);
@@ -1133,6 +1122,24 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	list_add(&s->list, &slab_caches);
 	kmm_unlock(&slab_mutex);
 	return 0;
+}
+
+bool slab_cache_set_tagged(struct kmm_cache *s)
+{
+	if (!s->canary || s->offset != 0 || s->id >= SLOTS_PER_CHUNK || s->nr_slabs)
+		return false;
+	s->tagged = true;
+	/*
+	 * The magazine: room for KMM_MAG_BYTES of objects, at most MAG_MAX
+	 * (each may keep a slab from emptying), at least 2 unless it is 0.
+	 * Random replacement (larson) keeps a class's frees and allocations
+	 * level, so its magazine serves both while its level wanders within
+	 * the room; past the room (a batch freed) frees go to their slabs as
+	 * they would without one.
+	 */
+	unsigned long mag_bytes = (unsigned long)kmm_tunable(KMM_TUNE_MAG_BYTES);
+	s->mag_limit = mag_bytes ? (unsigned)MAX(2ul, MIN((unsigned long)MAG_MAX, mag_bytes / s->size)) : 0;
+	return true;
 }
 
 void slab_init(void)

@@ -84,16 +84,12 @@ struct kmm_cache {
 	const char *name;
 	bool name_allocated;    /* name is a kmalloc'd copy */
 	bool canary;            /* free objects carry a canary in their second word */
-	/*
-	 * canary, free pointer at 0 and a slot in every thread's first chunk:
-	 * free() may push its objects on the slot (its magazine).
-	 */
-	bool fast_free;
 	bool is_kmalloc;
 	/*
-	 * A malloc size class (set by kmalloc, with fast_free, before any slab
-	 * exists): its slabs carry slab tags, free() takes its objects into
-	 * magazines of mag_limit, and id < NR_KMALLOC_CLASSES.
+	 * A malloc size class (slab_cache_set_tagged(), before any slab
+	 * exists; canary, free pointer at 0, a slot in every thread's first
+	 * chunk): its slabs carry slab tags, and free() takes its objects into
+	 * magazines of mag_limit.
 	 */
 	bool tagged;
 
@@ -413,6 +409,12 @@ void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const cha
 /* Set up a statically allocated cache (kmalloc caches, the cache of caches). */
 int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t align,
 		     unsigned long flags, void (*ctor)(void *), unsigned id);
+
+/*
+ * Make @s, a cache without slabs yet, a malloc size class: slab tags and
+ * magazines.  False (nothing changed) unless its layout allows it.
+ */
+bool slab_cache_set_tagged(struct kmm_cache *s);
 
 void slab_init(void);
 /* Flush the calling thread's slabs of every cache. */
