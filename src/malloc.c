@@ -189,9 +189,7 @@ static noinline void free_held(void *p, uintptr_t e, size_t idx, struct slab_thr
 	if (unlikely(!fast_free_ok(&slab->local_free, p)))
 		return free_double(p);
 	fast_free_push(&slab->local_free, p);
-	slab->nr_local++;
-	if (unlikely(--slab->held_used == 0))
-		slab_free_held(slab->slab_cache, t, slab);
+	local_pushed(slab->slab_cache, t, slab);
 }
 
 /*

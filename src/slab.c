@@ -512,6 +512,12 @@ static void unfreeze_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
 	discard_chain(s, discard);
 }
 
+/* The slab of @obj, an object kmm handed out from a slab (one in a magazine, say). */
+static struct page *object_slab(const void *obj)
+{
+	return compound_head(virt_to_page(obj));
+}
+
 /*
  * Give @obj, an object in the magazine of thread @t (free, its canary set,
  * counted in use by its slab), back to its slab: the holder's local free
@@ -520,7 +526,7 @@ static void unfreeze_full(struct kmm_cache *s, struct kmem_cache_cpu *c)
  */
 static void mag_return(struct kmm_cache *s, struct slab_thread *t, void *obj)
 {
-	struct page *slab = compound_head(virt_to_page(obj));
+	struct page *slab = object_slab(obj);
 	*canary_word(obj) = 0; /* the slab's free path checks and sets it again */
 	if (!t || !slab_local_push(s, t, slab, obj, "free"))
 		slab_free_slow(s, slab, obj, "free");
@@ -539,7 +545,7 @@ static void mag_drain(struct kmm_cache *s, struct kmem_cache_cpu *c, struct slab
 		return; /* only the active slab's objects are here */
 	while ((obj = c->freelist) != NULL) {
 		c->freelist = get_freepointer(s, obj);
-		if (c->slab && compound_head(virt_to_page(obj)) == c->slab) {
+		if (c->slab && object_slab(obj) == c->slab) {
 			set_freepointer(s, obj, own);
 			own = obj;
 			nown++;
@@ -575,7 +581,7 @@ static struct kmm_cache *slot_cache(struct kmem_cache_cpu *c)
 	if (!list_empty(&c->full))
 		return list_first_entry(&c->full, struct page, slab_list)->slab_cache;
 	if (c->freelist) /* a magazine whose slabs all went to the node (it keeps them alive) */
-		return compound_head(virt_to_page(c->freelist))->slab_cache;
+		return object_slab(c->freelist)->slab_cache;
 	return NULL;
 }
 

@@ -348,7 +348,19 @@ static always_inline void local_push(const struct kmm_cache *s, struct page *sla
 	canary_on_free(s, obj, fn);
 	set_freepointer(s, obj, head);
 	slab->local_free = obj;
+}
+
+/*
+ * Thread @t, @slab's holder, pushed one object on its owner-local list:
+ * count it, and count held_used down to slab_free_held() (a full slab's
+ * first free, an emptied partial one).
+ */
+static always_inline void local_pushed(const struct kmm_cache *s, struct slab_thread *t,
+				       struct page *slab)
+{
 	slab->nr_local++;
+	if (unlikely(--slab->held_used == 0))
+		slab_free_held(s, t, slab);
 }
 
 /*
@@ -388,8 +400,7 @@ static always_inline bool slab_local_push(const struct kmm_cache *s, struct slab
 	if (unlikely(slab_owner(slab) != t))
 		return false;
 	local_push(s, slab, obj, fn);
-	if (unlikely(--slab->held_used == 0))
-		slab_free_held(s, t, slab);
+	local_pushed(s, t, slab);
 	return true;
 }
 
