@@ -770,11 +770,8 @@ static void mag_gc(struct slab_thread *t)
 	struct kmem_cache_cpu *c = &t->first[t->gc_next];
 	t->gc_next = (t->gc_next + 1) % SLOTS_PER_CHUNK;
 	uint32_t mark = (uint32_t)(uintptr_t)c->freelist;
-	if (c->freelist && mark == c->gc_mark) {
-		struct kmm_cache *s = slot_cache(c);
-		if (s && s->tagged)
-			mag_drain(s, c, t);
-	}
+	if (c->freelist && mark == c->gc_mark)
+		mag_drain(slot_cache(c), c, t); /* a cache without tags: nothing to drain */
 	c->gc_mark = (uint32_t)(uintptr_t)c->freelist;
 }
 
