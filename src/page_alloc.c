@@ -784,10 +784,17 @@ static void huge_unmap_all(const struct huge_cached *e, unsigned n)
 		os_unmap(e[i].addr, e[i].len);
 }
 
+/*
+ * Pieces freed before the cutoff are due: those freed at least the delay
+ * ago, so a piece is due at freed_ms + delay, the moment huge_cache_due()
+ * wakes the background thread for (and the decay list's rule).  Due one
+ * millisecond later, a piece woke the thread at its due time and stayed,
+ * and the thread called again and again until the coarse clock ticked.
+ */
 static uint64_t huge_cutoff(uint64_t now)
 {
 	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
-	return now > delay ? now - delay : 0;
+	return now >= delay ? now - delay + 1 : 0;
 }
 
 /* Most bytes the pool may keep now: a multiple of what is in use, within bounds. */
@@ -979,16 +986,13 @@ static uint64_t huge_cache_due(struct zone *z)
 
 #define DECAY_BATCH 16
 
-unsigned long zone_decay(struct zone *z, bool force)
+/* zone_decay() with decay_lock held. */
+static unsigned long decay_locked(struct zone *z, bool force)
 {
 	unsigned long given = 0;
 	struct page *batch[DECAY_BATCH];
 	struct mem_section *dead[DECAY_BATCH];
 	unsigned ndead = 0;
-	if (force)
-		kmm_lock(&z->decay_lock);
-	else if (pthread_mutex_trylock(&z->decay_lock) != 0)
-		return 0; /* someone is decaying already (or a fork is under way) */
 	kmm_lock(&z->lock);
 	uint64_t now = kmm_now_ms();
 	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
@@ -1059,6 +1063,16 @@ unsigned long zone_decay(struct zone *z, bool force)
 		}
 	}
 	kmm_unlock(&z->lock);
+	return given;
+}
+
+unsigned long zone_decay(struct zone *z, bool force)
+{
+	if (force)
+		kmm_lock(&z->decay_lock);
+	else if (pthread_mutex_trylock(&z->decay_lock) != 0)
+		return 0; /* someone is decaying already (or a fork is under way) */
+	unsigned long given = decay_locked(z, force);
 	kmm_unlock(&z->decay_lock);
 	return given;
 }
@@ -1104,7 +1118,15 @@ static void *decay_thread_main(void *arg)
 		}
 		z->decay_thread_waits = false;
 		kmm_unlock(&z->lock);
-		zone_decay(z, false);
+		/*
+		 * Wait for the decay lock rather than try it: an allocating
+		 * thread's pass (or a fork) that holds it would otherwise send
+		 * this thread round the loop, calling again and again, until it
+		 * was done.
+		 */
+		kmm_lock(&z->decay_lock);
+		decay_locked(z, false);
+		kmm_unlock(&z->decay_lock);
 		kmm_lock(&z->lock);
 	}
 	return NULL;

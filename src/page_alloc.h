@@ -173,7 +173,8 @@ struct zone {
 	 * Held by zone_decay() for its whole run, including the window where
 	 * blocks are isolated with the zone lock dropped, so that fork never
 	 * copies a half-done decay into a child with nobody to finish it.
-	 * Taken before the zone lock; slow paths only try it.
+	 * Taken before the zone lock; slow paths only try it, the background
+	 * thread waits for it.
 	 */
 	kmm_lock_t decay_lock;
 	kmm_lock_t lock;

@@ -99,6 +99,33 @@ static void test_decay_zero(void)
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 1000) == 0, "restore decay");
 }
 
+/*
+ * Huge blocks (mappings of their own) follow the delay too: with 0 ms a
+ * freed one is not kept for reuse but unmapped by the free.
+ */
+static void test_huge_decay_zero(void)
+{
+	enum { HUGE = 16 << 20 };
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 0) == 0, "set decay 0");
+	kmm_trim();
+	struct kmm_heap_stats h0, h1, h2;
+	kmm_heap_stats(&h0);
+	char *p = kmm_kmalloc(HUGE, KMM_GFP_KERNEL);
+	CHECK(p != NULL, "kmalloc 16 MiB");
+	memset(p, 0x5a, HUGE);
+	kmm_heap_stats(&h1);
+	kmm_kfree(p);
+	kmm_heap_stats(&h2);
+	CHECK(h1.resident_bytes >= h0.resident_bytes + HUGE, "huge block resident %llu -> %llu",
+	      h0.resident_bytes, h1.resident_bytes);
+	CHECK(h2.resident_bytes + HUGE <= h1.resident_bytes,
+	      "decay 0: a freed huge block kept (resident %llu -> %llu)", h1.resident_bytes,
+	      h2.resident_bytes);
+	printf("  decay 0 ms: a freed huge block is unmapped at once (resident %.1f -> %.1f MiB)\n",
+	       h1.resident_bytes / 1048576.0, h2.resident_bytes / 1048576.0);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 1000) == 0, "restore decay");
+}
+
 /* kmalloc'd memory of every kind returns too. */
 static void test_kmalloc_return(void)
 {
@@ -253,6 +280,7 @@ int main(int argc, char **argv)
 	test_brk();
 	test_trim();
 	test_decay_zero();
+	test_huge_decay_zero();
 	test_kmalloc_return();
 	test_background();
 	return test_finish();
