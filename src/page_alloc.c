@@ -282,6 +282,44 @@ static void section_desc_free(struct mem_section *ms)
 	kmm_unlock(&desc_lock);
 }
 
+static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_t align);
+static void huge_cache_put(struct zone *z, struct huge_cached e);
+static void huge_fill(struct zone *z, char *dst, size_t len);
+
+/*
+ * The memory of a new section.  The pages of freed huge blocks, which the
+ * pool keeps resident for reuse, come first: a section-aligned piece of the
+ * pool, or a fresh mapping with pooled pages moved in.  Otherwise the zone
+ * grew with fresh memory while the pool held as much idle, until the decay
+ * delay: sqlite3 freed a 4 MiB + 4 KiB buffer (a 6 MiB mapping) and then
+ * grew the zone by two sections, its peak RSS 6 MiB above glibc's.
+ * *@pooled tells that the section may hold old bytes (brk sections never
+ * do: they must come from the break).
+ */
+static void *section_memory(struct zone *z, bool *pooled)
+{
+	*pooled = false;
+	if (kmm_tunable(KMM_TUNE_USE_BRK) ||
+	    __atomic_load_n(&z->huge_cached_bytes, __ATOMIC_RELAXED) < HUGE_CHUNK)
+		return os_section_alloc(KMM_SECTION_SIZE);
+	kmm_lock(&z->lock);
+	struct huge_cached got = huge_cache_take_fit(z, KMM_SECTION_SIZE, KMM_SECTION_SIZE);
+	kmm_unlock(&z->lock);
+	if (got.addr) {
+		if (got.len > KMM_SECTION_SIZE)
+			huge_cache_put(z, (struct huge_cached){(char *)got.addr + KMM_SECTION_SIZE,
+							      got.len - KMM_SECTION_SIZE, got.freed_ms});
+		*pooled = true;
+		return got.addr;
+	}
+	void *mem = os_section_alloc(KMM_SECTION_SIZE);
+	if (mem) {
+		huge_fill(z, mem, KMM_SECTION_SIZE);
+		*pooled = true;
+	}
+	return mem;
+}
+
 /*
  * Add one section to @z.  Called without the zone lock; the system calls
  * happen before the section is published.  0, or -1 with errno ENOMEM.
@@ -303,7 +341,8 @@ static int zone_grow(struct zone *z)
 		if (tab)
 			os_unmap(tab, ALIGN_UP(bytes, KMM_PAGE_SIZE));
 	}
-	void *mem = os_section_alloc(KMM_SECTION_SIZE);
+	bool pooled;
+	void *mem = section_memory(z, &pooled);
 	if (!mem)
 		return -1;
 	struct mem_section *ms = section_desc_alloc();
@@ -331,6 +370,9 @@ static int zone_grow(struct zone *z)
 	z->sections_added++;
 	z->managed_pages += KMM_SECTION_PAGES;
 	z->peak_managed_pages = MAX(z->peak_managed_pages, z->managed_pages);
+	if (pooled) /* old bytes: KMM_GFP_ZERO must clear, and decay must give them back */
+		z->resident_pages +=
+			KMM_SECTION_PAGES - bits_range(ms->resident, 0, KMM_SECTION_PAGES, BITS_SET);
 	add_to_free_area(z, &ms->mem_map[0], KMM_MAX_ORDER - 1);
 	kmm_unlock(&z->lock);
 	return 0;
@@ -842,6 +884,21 @@ static void huge_cache_put(struct zone *z, struct huge_cached e)
 	decay_thread_maybe_start(z);
 }
 
+/* The smallest piece aligned to @align that holds @want bytes, taken off the pool, or none. Lock held. */
+static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_t align)
+{
+	unsigned best = HUGE_CACHE_SLOTS;
+	for (unsigned i = 0; i < z->nr_huge_cached; i++) {
+		const struct huge_cached *e = &z->huge_cache[i];
+		if (e->len >= want && ((uintptr_t)e->addr & (align - 1)) == 0 &&
+		    (best == HUGE_CACHE_SLOTS || e->len < z->huge_cache[best].len))
+			best = i;
+	}
+	if (best == HUGE_CACHE_SLOTS)
+		return (struct huge_cached){NULL, 0, 0};
+	return huge_cache_take(z, best);
+}
+
 /*
  * Move pooled pages into the fresh range [@dst, @dst + @len) (chunk
  * multiples, from a fresh mapping or growth), the largest pieces first,
@@ -891,16 +948,7 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 	if (!zero && __atomic_load_n(&z->nr_huge_cached, __ATOMIC_RELAXED)) {
 		kmm_lock(&z->lock);
 		nold = huge_cache_expire(z, huge_cutoff(kmm_now_ms()), old);
-		/* The smallest aligned piece that holds it. */
-		unsigned best = HUGE_CACHE_SLOTS;
-		for (unsigned i = 0; i < z->nr_huge_cached; i++) {
-			const struct huge_cached *e = &z->huge_cache[i];
-			if (e->len >= want && ((uintptr_t)e->addr & (align - 1)) == 0 &&
-			    (best == HUGE_CACHE_SLOTS || e->len < z->huge_cache[best].len))
-				best = i;
-		}
-		if (best < HUGE_CACHE_SLOTS)
-			got = huge_cache_take(z, best);
+		got = huge_cache_take_fit(z, want, align);
 		kmm_unlock(&z->lock);
 		huge_unmap_all(old, nold);
 	}

@@ -631,6 +631,52 @@ static void test_huge_pool(void)
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay) == 0, "restoring KMM_DECAY_MS");
 }
 
+/*
+ * Zone growth takes the pool's pages first: after a huge block is freed,
+ * the sections the zone grows by are made of its (resident) pages rather
+ * than of fresh memory, so the process does not hold both; and since they
+ * hold old bytes, a KMM_GFP_ZERO block from them still reads as zero.
+ */
+static void test_zone_grows_from_pool(void)
+{
+	enum { NB = 2, MAXB = 64 };
+	const size_t SEC = KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1); /* a max-order block: one section */
+	long decay = kmm_tune_get(KMM_TUNE_DECAY_MS);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 60000) == 0, "kmm_tune_set(DECAY_MS)");
+	kmm_trim();
+	char *h = kmm_kmalloc(NB * SEC, KMM_GFP_KERNEL);
+	CHECK(h != NULL, "kmm_kmalloc(8 MiB) failed");
+	memset(h, 0xa5, NB * SEC);
+	kmm_kfree(h);
+	struct kmm_zone_stats z0, z1;
+	kmm_zone_stats(&z0);
+	unsigned long long rss0 = rss_bytes(), res0 = resident_now();
+	/* Max-order blocks until the zone has grown by NB sections (kmm_trim left it none free). */
+	void *blk[MAXB];
+	unsigned n = 0;
+	do {
+		blk[n] = kmm_alloc_pages(KMM_GFP_KERNEL | KMM_GFP_ZERO, KMM_MAX_ORDER - 1);
+		CHECK(blk[n] != NULL, "kmm_alloc_pages(max order) failed");
+		CHECK(is_zero(blk[n], SEC), "a KMM_GFP_ZERO block made of pooled pages is not zero");
+		memset(blk[n], 0x3c, SEC);
+		kmm_zone_stats(&z1);
+	} while (++n < MAXB && z1.sections_added < z0.sections_added + NB);
+	unsigned long long rss1 = rss_bytes(), res1 = resident_now();
+	CHECK(z1.sections_added == z0.sections_added + NB, "the zone grew by %lu sections, not %u",
+	      z1.sections_added - z0.sections_added, NB);
+	CHECK(rss1 < rss0 + (n - NB) * SEC + SEC / 2,
+	      "RSS %llu -> %llu: %u new sections were not made of the pool's pages", rss0, rss1, NB);
+	CHECK(res1 < res0 + (n - NB) * SEC + SEC / 2,
+	      "kmm resident %llu -> %llu: the pool kept its pages beside the sections", res0, res1);
+	printf("  zone growth from the pool: %u sections, RSS %.1f -> %.1f MiB\n", NB,
+	       rss0 / 1048576.0, rss1 / 1048576.0);
+	while (n > 0)
+		kmm_free_pages(blk[--n], KMM_MAX_ORDER - 1);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() after growth from the pool");
+	kmm_trim();
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay) == 0, "restoring KMM_DECAY_MS");
+}
+
 int main(void)
 {
 	struct rng r;
@@ -643,6 +689,7 @@ int main(void)
 	test_krealloc(&r);
 	test_huge_cache();
 	test_huge_pool();
+	test_zone_grows_from_pool();
 	test_detectors();
 	CHECK(kmm_slab_validate(NULL) == 0, "kmm_slab_validate(NULL) failed at the end");
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed at the end");
