@@ -172,15 +172,19 @@ static struct kmm_cache kmem_cache_cache;
 static __thread bool slab_exited __attribute__((tls_model("initial-exec")));
 static kmm_lock_t slab_threads_lock = KMM_LOCK_INIT;
 static struct list_head slab_threads = {&slab_threads, &slab_threads};
-/* Slab tag ids in use by live threads (slab_threads_lock); id 0 is never used. */
-static uint64_t tag_ids[SLAB_TAG_IDS / 64] = {1};
+/*
+ * Slab tag ids in use by live threads (slab_threads_lock).  Id 0 is never
+ * used (tag_get() counts it taken), so that the bitmap starts zero: in .bss,
+ * its 8 KiB are not part of every process's RSS.
+ */
+static uint64_t tag_ids[SLAB_TAG_IDS / 64];
 
 /* A tag for a new thread, SLAB_TAG_NONE when every id is taken.  slab_threads_lock held. */
 static uint32_t tag_get(void)
 {
 	for (unsigned i = 0; i < SLAB_TAG_IDS / 64; i++)
-		if (~tag_ids[i]) {
-			unsigned b = (unsigned)__builtin_ctzll(~tag_ids[i]), id = i * 64 + b;
+		if (~(tag_ids[i] | (i == 0))) {
+			unsigned b = (unsigned)__builtin_ctzll(~(tag_ids[i] | (i == 0))), id = i * 64 + b;
 			if (id >= SLAB_TAG_IDS - 1)
 				break; /* the last id is SLAB_TAG_NONE's */
 			tag_ids[i] |= 1ull << b;
