@@ -834,17 +834,22 @@ static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struc
 
 /*
  * @slab, one of the thread's partial slabs, is empty: keep such slabs, first
- * in line, up to EMPTY_KEEP_BYTES per thread and cache (at least one), so
- * that a thread that frees a batch and allocates it again (sh6bench) does
- * not give its slabs back and make them anew; give back the others, so that
- * a thread that frees what it had does not hoard it.
+ * in line, up to EMPTY_KEEP_BYTES per thread and cache, so that a thread
+ * that frees a batch and allocates it again (sh6bench) does not give its
+ * slabs back and make them anew; give back the others, so that a thread
+ * that frees what it had does not hoard it.  A slab larger than the bound
+ * (64-256 KiB: the 12, 20, 24, 40, 48, 56 and 64 KiB classes) is never
+ * kept: one per class and thread was up to 1.3 MiB a thread, idle while others
+ * grew the zone (mstress at 8 threads 89.7 -> 81.7 MiB, alloc-test 86.8 ->
+ * 82.3 MiB, same time); making one anew costs little beside what a
+ * program does with blocks that size.
  */
 #define EMPTY_KEEP_BYTES (32ul << 10)
 
 static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
 {
 	cpu_partial_del(c, slab);
-	if (c->nr_empty == 0 || ((c->nr_empty + 1ul) << (KMM_PAGE_SHIFT + s->order)) <= EMPTY_KEEP_BYTES) {
+	if (((c->nr_empty + 1ul) << (KMM_PAGE_SHIFT + s->order)) <= EMPTY_KEEP_BYTES) {
 		set_held(slab, HELD_EMPTY);
 		list_add(&slab->slab_list, &c->partial);
 		c->nr_partial++;

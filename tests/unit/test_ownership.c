@@ -68,13 +68,13 @@ static void test_local_frees(struct rng *r)
 	}
 	CHECK(kmm_slab_validate(cache) == 0, "validate after freeing everything");
 	/*
-	 * The thread keeps its active slab and 32 KiB of empty ones (at least
-	 * one); the node keeps min_partial empty slabs; everything else went back.
+	 * The thread keeps its active slab and 32 KiB of empty ones; the node
+	 * keeps min_partial empty slabs; everything else went back.
 	 */
 	struct kmm_cache_stats st;
 	kmm_cache_stats(cache, &st);
 	unsigned long slab_bytes = st.pages_per_slab * 4096ul;
-	unsigned long kept = 32768 / slab_bytes ? 32768 / slab_bytes : 1;
+	unsigned long kept = 32768 / slab_bytes;
 	unsigned long bound = 1 + kept + (unsigned long)kmm_tune_get(KMM_TUNE_MIN_PARTIAL);
 	CHECK(slabs_now() <= bound, "%lu slabs left after freeing %zu objects (bound %lu)",
 	      slabs_now(), n, bound);
@@ -198,6 +198,42 @@ static void test_lazy_init(void)
 	free(v);
 }
 
+/*
+ * A slab larger than the 32 KiB of empty slabs a thread keeps per cache is
+ * not kept at all: once every object of a 40 KiB cache (128 KiB slabs) is
+ * freed, only the active slab is left (the node keeps none here).
+ */
+static void test_big_empty_not_kept(void)
+{
+	long min_partial = kmm_tune_get(KMM_TUNE_MIN_PARTIAL);
+	CHECK(kmm_tune_set(KMM_TUNE_MIN_PARTIAL, 0) == 0, "kmm_tune_set(MIN_PARTIAL, 0)");
+	struct kmm_cache *big = kmm_cache_create("ownership-big", 40960, 0, 0, NULL);
+	CHECK(big != NULL, "kmm_cache_create(40 KiB) failed");
+	struct kmm_cache_stats st;
+	kmm_cache_stats(big, &st);
+	CHECK(st.pages_per_slab * 4096ul > 32768, "40 KiB objects in slabs of %u pages", st.pages_per_slab);
+	enum { MAXN = 64 };
+	void *v[MAXN];
+	size_t n = 4 * (size_t)st.objects_per_slab < MAXN ? 4 * (size_t)st.objects_per_slab : MAXN;
+	for (size_t i = 0; i < n; i++) {
+		v[i] = kmm_cache_alloc(big, KMM_GFP_KERNEL);
+		CHECK(v[i] != NULL, "kmm_cache_alloc(40 KiB) failed");
+		memset(v[i], 0x5c, 64);
+	}
+	/* Every other object first, so that each slab goes partial before it empties. */
+	for (size_t i = 0; i < n; i += 2)
+		kmm_cache_free(big, v[i]);
+	for (size_t i = 1; i < n; i += 2)
+		kmm_cache_free(big, v[i]);
+	kmm_cache_stats(big, &st);
+	CHECK(st.num_slabs <= 1, "%lu slabs of 128 KiB left after freeing all %zu objects (bound 1)",
+	      st.num_slabs, n);
+	CHECK(kmm_slab_validate(big) == 0, "validate the 40 KiB cache");
+	printf("  big slabs: %zu objects of 40 KiB freed, %lu slab left (the active one)\n", n, st.num_slabs);
+	kmm_cache_destroy(big);
+	CHECK(kmm_tune_set(KMM_TUNE_MIN_PARTIAL, min_partial) == 0, "restoring MIN_PARTIAL");
+}
+
 int main(void)
 {
 	struct rng r;
@@ -213,6 +249,7 @@ int main(void)
 	test_remote_frees();
 	test_exit_handover();
 	test_lazy_init();
+	test_big_empty_not_kept();
 
 	kmm_cache_destroy(cache);
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed at the end");
