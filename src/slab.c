@@ -158,7 +158,7 @@ static kmm_lock_t slab_mutex = KMM_LOCK_INIT;  /* slab_caches, cache ids */
 static struct list_head slab_caches = {&slab_caches, &slab_caches};
 static uint64_t cache_ids[SLAB_MAX_CACHES / 64];
 #define FIRST_USER_CACHE_ID 64 /* ids below are the static caches' */
-#define KMEM_CACHE_ID 63
+#define KMEM_CACHE_ID (FIRST_SLOTS - 1)
 
 /* The cache that struct kmm_cache objects come from (bootstrapped statically). */
 static struct kmm_cache kmem_cache_cache;
@@ -220,12 +220,11 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 		return NULL;
 	flags = (flags & ~KMM_GFP_ZERO) | KMM_GFP_ZERO;
 	if (!t) {
-		struct page *pg = alloc_pages(flags, SLAB_THREAD_ORDER);
+		struct page *pg = alloc_pages(flags, 0);
 		if (!pg)
 			return NULL;
 		t = page_to_virt(pg);
-		slots_init(t->first, SLOTS_PER_CHUNK);
-		t->chunk[0] = t->first;
+		slots_init(t->first, FIRST_SLOTS);
 		kmm_lock(&slab_threads_lock);
 		list_add(&t->registry, &slab_threads);
 		t->tag = tag_get();
@@ -234,15 +233,33 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 		thread_register();
 	}
 	struct kmem_cache_cpu *c = cpu_slot(t, id);
-	if (c)
+	if (c || id < SLOTS_PER_CHUNK)
 		return c;
+	if (!t->chunks) {
+		struct page *pg = alloc_pages(flags, 0);
+		if (!pg)
+			return NULL;
+		__atomic_store_n(&t->chunks, (struct kmem_cache_cpu **)page_to_virt(pg), __ATOMIC_RELEASE);
+	}
 	struct page *pg = alloc_pages(flags, 0);
 	if (!pg)
 		return NULL;
 	slots_init(page_to_virt(pg), SLOTS_PER_CHUNK);
-	__atomic_store_n(&t->chunk[id / SLOTS_PER_CHUNK], (struct kmem_cache_cpu *)page_to_virt(pg),
+	__atomic_store_n(&t->chunks[id / SLOTS_PER_CHUNK], (struct kmem_cache_cpu *)page_to_virt(pg),
 			 __ATOMIC_RELEASE);
 	return cpu_slot(t, id);
+}
+
+/* Give back the pages of a thread's slab state (its slabs are flushed). */
+static void slab_thread_free(struct slab_thread *t)
+{
+	if (t->chunks) {
+		for (unsigned i = 1; i < SLAB_CHUNKS; i++)
+			if (t->chunks[i])
+				free_pages(virt_to_page(t->chunks[i]), 0);
+		free_pages(virt_to_page(t->chunks), 0);
+	}
+	free_pages(virt_to_page(t), 0);
 }
 
 /*
@@ -593,10 +610,10 @@ static struct kmm_cache *slot_cache(struct kmem_cache_cpu *c)
 static void flush_thread(struct slab_thread *t)
 {
 	for (unsigned i = 0; i < SLAB_CHUNKS; i++) {
-		struct kmem_cache_cpu *chunk = __atomic_load_n(&t->chunk[i], __ATOMIC_ACQUIRE);
+		struct kmem_cache_cpu *chunk = thread_chunk(t, i);
 		if (!chunk)
 			continue;
-		for (unsigned j = 0; j < SLOTS_PER_CHUNK; j++) {
+		for (unsigned j = 0; j < (i ? SLOTS_PER_CHUNK : FIRST_SLOTS); j++) {
 			struct kmm_cache *s = slot_cache(&chunk[j]);
 			if (s)
 				flush_cpu(s, &chunk[j], t);
@@ -772,7 +789,7 @@ static void mag_gc(struct slab_thread *t)
 		return;
 	t->gc_refills = 0;
 	struct kmem_cache_cpu *c = &t->first[t->gc_next];
-	t->gc_next = (t->gc_next + 1) % SLOTS_PER_CHUNK;
+	t->gc_next = (t->gc_next + 1) % FIRST_SLOTS;
 	uint32_t mark = (uint32_t)(uintptr_t)c->freelist;
 	if (c->freelist && mark == c->gc_mark)
 		mag_drain(slot_cache(c), c, t); /* a cache without tags: nothing to drain */
@@ -1138,7 +1155,7 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 
 bool slab_cache_set_tagged(struct kmm_cache *s)
 {
-	if (!s->canary || s->offset != 0 || s->id >= SLOTS_PER_CHUNK || s->nr_slabs)
+	if (!s->canary || s->offset != 0 || s->id >= FIRST_SLOTS || s->nr_slabs)
 		return false;
 	s->tagged = true;
 	/*
@@ -1441,10 +1458,7 @@ void slab_thread_exit(void)
 	slab_tls = NULL;
 	malloc_owner = MALLOC_OWNER_NONE;
 	slab_exited = true;
-	for (unsigned i = 1; i < SLAB_CHUNKS; i++)
-		if (t->chunk[i])
-			free_pages(virt_to_page(t->chunk[i]), 0);
-	free_pages(virt_to_page(t), SLAB_THREAD_ORDER);
+	slab_thread_free(t);
 }
 
 static void add_bytes_in_use(struct kmm_cache *s, const struct kmm_cache_stats *st, void *sum)
@@ -1516,10 +1530,7 @@ void slab_fork_child_reclaim(void)
 		flush_thread(t);
 		list_del(&t->registry);
 		tag_put(t->tag);
-		for (unsigned i = 1; i < SLAB_CHUNKS; i++)
-			if (t->chunk[i])
-				free_pages(virt_to_page(t->chunk[i]), 0);
-		free_pages(virt_to_page(t), SLAB_THREAD_ORDER);
+		slab_thread_free(t);
 	}
 	kmm_unlock(&slab_threads_lock);
 }

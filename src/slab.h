@@ -151,21 +151,27 @@ static always_inline void canary_on_free(const struct kmm_cache *s, void *obj, c
 
 /*
  * A thread's slab state: kmem_cache_cpu slots indexed by cache id, in chunks
- * of 128 made on first use (chunk 0, which holds the static caches, is
- * inline).  Chunk pointers are published with release stores because
- * kmm_cache_destroy() reads them from other threads.
+ * of SLOTS_PER_CHUNK made on first use.  Chunk 0, the static caches' (ids
+ * below FIRST_USER_CACHE_ID), is inline and one slot short: its last slot's
+ * room holds the rest of the state, so that the whole is one page, one
+ * page of RSS per thread (with the chunk pointers inline it took two, both
+ * zeroed).  No cache has id FIRST_SLOTS.  The pointers to the other chunks
+ * (user caches) are in a page of their own, made when the thread first uses
+ * such a cache; it and the chunk pointers are published with release
+ * stores because kmm_cache_destroy() reads them from other threads.
  */
+#define FIRST_SLOTS (SLOTS_PER_CHUNK - 1)
 struct slab_thread {
-	struct kmem_cache_cpu *chunk[SLAB_CHUNKS];
-	struct list_head registry; /* slab_threads (slab_threads_lock) */
-	int in_update;             /* changing its lists (see update_begin() in slab.c) */
-	uint32_t tag;              /* its slab tag (slab_tag_of()), or SLAB_TAG_NONE */
-	unsigned gc_refills;       /* refills since mag_gc() last looked at a slot */
-	unsigned gc_next;          /* the slot of the first chunk it looks at next */
-	struct kmem_cache_cpu first[SLOTS_PER_CHUNK];
-};
-#define SLAB_THREAD_ORDER 1
-_Static_assert(sizeof(struct slab_thread) <= (KMM_PAGE_SIZE << SLAB_THREAD_ORDER), "slab_thread");
+	struct kmem_cache_cpu first[FIRST_SLOTS];
+	struct kmem_cache_cpu **chunks; /* [SLAB_CHUNKS]: chunks 1.. (NULL until needed) */
+	struct list_head registry;      /* slab_threads (slab_threads_lock) */
+	int in_update;                  /* changing its lists (see update_begin() in slab.c) */
+	uint32_t tag;                   /* its slab tag (slab_tag_of()), or SLAB_TAG_NONE */
+	unsigned gc_refills;            /* refills since mag_gc() last looked at a slot */
+	unsigned gc_next;               /* the slot of the first chunk it looks at next */
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct slab_thread) == KMM_PAGE_SIZE, "slab_thread is one page");
+_Static_assert(SLAB_CHUNKS * sizeof(struct kmem_cache_cpu *) <= KMM_PAGE_SIZE, "chunk pointers");
 _Static_assert(sizeof(struct kmem_cache_cpu) * SLOTS_PER_CHUNK <= KMM_PAGE_SIZE, "chunk");
 _Static_assert(sizeof(struct kmem_cache_cpu) == 64, "a slot is one cache line");
 
@@ -213,10 +219,22 @@ static always_inline struct slab_thread *malloc_owner_thread(char *owner)
 /* Point malloc_owner at the calling thread's slab_thread, if it has one. */
 void slab_fast_enable(void);
 
+/* Chunk @i of thread @t (0: the inline one, FIRST_SLOTS slots), or NULL if not made. */
+static always_inline struct kmem_cache_cpu *thread_chunk(struct slab_thread *t, unsigned i)
+{
+	if (i == 0)
+		return t->first;
+	struct kmem_cache_cpu **chunks = __atomic_load_n(&t->chunks, __ATOMIC_ACQUIRE);
+	return chunks ? __atomic_load_n(&chunks[i], __ATOMIC_ACQUIRE) : NULL;
+}
+
 static always_inline struct kmem_cache_cpu *cpu_slot(struct slab_thread *t, unsigned id)
 {
-	struct kmem_cache_cpu *chunk =
-		__atomic_load_n(&t->chunk[id / SLOTS_PER_CHUNK], __ATOMIC_ACQUIRE);
+	if (likely(id < FIRST_SLOTS))
+		return &t->first[id];
+	if (id < SLOTS_PER_CHUNK)
+		return NULL; /* FIRST_SLOTS: no cache has it */
+	struct kmem_cache_cpu *chunk = thread_chunk(t, id / SLOTS_PER_CHUNK);
 	return chunk ? &chunk[id % SLOTS_PER_CHUNK] : NULL;
 }
 
