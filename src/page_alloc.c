@@ -282,9 +282,9 @@ static void section_desc_free(struct mem_section *ms)
 	kmm_unlock(&desc_lock);
 }
 
-static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_t align);
-static void huge_cache_put(struct zone *z, struct huge_cached e);
-static void huge_fill(struct zone *z, char *dst, size_t len);
+static struct huge_cached huge_cache_take(struct zone *z, unsigned i);
+static void add_huge_cached_bytes(struct zone *z, size_t delta);
+static size_t huge_fill(struct zone *z, char *dst, size_t len);
 
 /*
  * The memory of a new section.  The pages of freed huge blocks, which the
@@ -293,30 +293,45 @@ static void huge_fill(struct zone *z, char *dst, size_t len);
  * grew with fresh memory while the pool held as much idle, until the decay
  * delay: sqlite3 freed a 4 MiB + 4 KiB buffer (a 6 MiB mapping) and then
  * grew the zone by two sections, its peak RSS 6 MiB above glibc's.
- * *@pooled tells that the section may hold old bytes (brk sections never
- * do: they must come from the break).
+ * *@old gets how many bytes from the start may hold old pages (brk sections
+ * never do: they must come from the break).  Nothing is taken from the pool
+ * when the zone has no slot for another section.  Lock not held.
  */
-static void *section_memory(struct zone *z, bool *pooled)
+static void *section_memory(struct zone *z, size_t *old)
 {
-	*pooled = false;
+	*old = 0;
 	if (kmm_tunable(KMM_TUNE_USE_BRK) ||
 	    __atomic_load_n(&z->huge_cached_bytes, __ATOMIC_RELAXED) < HUGE_CHUNK)
 		return os_section_alloc(KMM_SECTION_SIZE);
+	struct huge_cached got = {NULL, 0, 0};
 	kmm_lock(&z->lock);
-	struct huge_cached got = huge_cache_take_fit(z, KMM_SECTION_SIZE, KMM_SECTION_SIZE);
+	if (z->free_slot_top > 0 || z->section_hwm < ZONE_MAX_SECTIONS) {
+		/* The head of the smallest aligned piece that holds a section; the rest stays put. */
+		unsigned best = HUGE_CACHE_SLOTS;
+		for (unsigned i = 0; i < z->nr_huge_cached; i++) {
+			const struct huge_cached *e = &z->huge_cache[i];
+			if (e->len >= KMM_SECTION_SIZE && ((uintptr_t)e->addr & (KMM_SECTION_SIZE - 1)) == 0 &&
+			    (best == HUGE_CACHE_SLOTS || e->len < z->huge_cache[best].len))
+				best = i;
+		}
+		if (best < HUGE_CACHE_SLOTS && z->huge_cache[best].len > KMM_SECTION_SIZE) {
+			struct huge_cached *e = &z->huge_cache[best];
+			got = (struct huge_cached){e->addr, KMM_SECTION_SIZE, e->freed_ms};
+			e->addr = (char *)e->addr + KMM_SECTION_SIZE;
+			e->len -= KMM_SECTION_SIZE;
+			add_huge_cached_bytes(z, -(size_t)KMM_SECTION_SIZE);
+		} else if (best < HUGE_CACHE_SLOTS) {
+			got = huge_cache_take(z, best);
+		}
+	}
 	kmm_unlock(&z->lock);
 	if (got.addr) {
-		if (got.len > KMM_SECTION_SIZE)
-			huge_cache_put(z, (struct huge_cached){(char *)got.addr + KMM_SECTION_SIZE,
-							      got.len - KMM_SECTION_SIZE, got.freed_ms});
-		*pooled = true;
+		*old = KMM_SECTION_SIZE;
 		return got.addr;
 	}
 	void *mem = os_section_alloc(KMM_SECTION_SIZE);
-	if (mem) {
-		huge_fill(z, mem, KMM_SECTION_SIZE);
-		*pooled = true;
-	}
+	if (mem)
+		*old = huge_fill(z, mem, KMM_SECTION_SIZE);
 	return mem;
 }
 
@@ -341,8 +356,8 @@ static int zone_grow(struct zone *z)
 		if (tab)
 			os_unmap(tab, ALIGN_UP(bytes, KMM_PAGE_SIZE));
 	}
-	bool pooled;
-	void *mem = section_memory(z, &pooled);
+	size_t old;
+	void *mem = section_memory(z, &old);
 	if (!mem)
 		return -1;
 	struct mem_section *ms = section_desc_alloc();
@@ -370,9 +385,9 @@ static int zone_grow(struct zone *z)
 	z->sections_added++;
 	z->managed_pages += KMM_SECTION_PAGES;
 	z->peak_managed_pages = MAX(z->peak_managed_pages, z->managed_pages);
-	if (pooled) /* old bytes: KMM_GFP_ZERO must clear, and decay must give them back */
-		z->resident_pages +=
-			KMM_SECTION_PAGES - bits_range(ms->resident, 0, KMM_SECTION_PAGES, BITS_SET);
+	if (old) /* old pages: KMM_GFP_ZERO must clear them, and decay must give them back */
+		z->resident_pages += (old >> KMM_PAGE_SHIFT) -
+				     bits_range(ms->resident, 0, old >> KMM_PAGE_SHIFT, BITS_SET);
 	add_to_free_area(z, &ms->mem_map[0], KMM_MAX_ORDER - 1);
 	kmm_unlock(&z->lock);
 	return 0;
@@ -903,14 +918,15 @@ static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_
  * Move pooled pages into the fresh range [@dst, @dst + @len) (chunk
  * multiples, from a fresh mapping or growth), the largest pieces first,
  * so they need not be faulted in.  What a piece has left over stays pooled.
+ * Returns the bytes moved: [dst, dst + that) holds old pages, the rest is fresh.
  */
-static void huge_fill(struct zone *z, char *dst, size_t len)
+static size_t huge_fill(struct zone *z, char *dst, size_t len)
 {
 	struct huge_cached got[HUGE_CACHE_SLOTS];
 	unsigned n = 0;
 	size_t have = 0;
 	if (!__atomic_load_n(&z->nr_huge_cached, __ATOMIC_RELAXED))
-		return;
+		return 0;
 	kmm_lock(&z->lock);
 	while (have < len && z->nr_huge_cached) {
 		unsigned big = 0;
@@ -936,6 +952,7 @@ static void huge_fill(struct zone *z, char *dst, size_t len)
 	}
 	if (rest.len)
 		huge_cache_put(z, rest);
+	return off;
 }
 
 void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)

@@ -1075,6 +1075,7 @@ static unsigned calculate_order(size_t size)
 int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t align,
 		     unsigned long flags, void (*ctor)(void *), unsigned id)
 {
+	KMM_ASSERT(id != FIRST_SLOTS); /* that slot's room holds the slab_thread's state */
 	if (!align)
 		align = sizeof(void *);
 	if (flags & KMM_SLAB_HWCACHE_ALIGN) {
