@@ -282,8 +282,7 @@ static void section_desc_free(struct mem_section *ms)
 	kmm_unlock(&desc_lock);
 }
 
-static struct huge_cached huge_cache_take(struct zone *z, unsigned i);
-static void add_huge_cached_bytes(struct zone *z, size_t delta);
+static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_t align);
 static size_t huge_fill(struct zone *z, char *dst, size_t len);
 
 /*
@@ -305,25 +304,8 @@ static void *section_memory(struct zone *z, size_t *old)
 		return os_section_alloc(KMM_SECTION_SIZE);
 	struct huge_cached got = {NULL, 0, 0};
 	kmm_lock(&z->lock);
-	if (z->free_slot_top > 0 || z->section_hwm < ZONE_MAX_SECTIONS) {
-		/* The head of the smallest aligned piece that holds a section; the rest stays put. */
-		unsigned best = HUGE_CACHE_SLOTS;
-		for (unsigned i = 0; i < z->nr_huge_cached; i++) {
-			const struct huge_cached *e = &z->huge_cache[i];
-			if (e->len >= KMM_SECTION_SIZE && ((uintptr_t)e->addr & (KMM_SECTION_SIZE - 1)) == 0 &&
-			    (best == HUGE_CACHE_SLOTS || e->len < z->huge_cache[best].len))
-				best = i;
-		}
-		if (best < HUGE_CACHE_SLOTS && z->huge_cache[best].len > KMM_SECTION_SIZE) {
-			struct huge_cached *e = &z->huge_cache[best];
-			got = (struct huge_cached){e->addr, KMM_SECTION_SIZE, e->freed_ms};
-			e->addr = (char *)e->addr + KMM_SECTION_SIZE;
-			e->len -= KMM_SECTION_SIZE;
-			add_huge_cached_bytes(z, -(size_t)KMM_SECTION_SIZE);
-		} else if (best < HUGE_CACHE_SLOTS) {
-			got = huge_cache_take(z, best);
-		}
-	}
+	if (z->free_slot_top > 0 || z->section_hwm < ZONE_MAX_SECTIONS)
+		got = huge_cache_take_fit(z, KMM_SECTION_SIZE, KMM_SECTION_SIZE);
 	kmm_unlock(&z->lock);
 	if (got.addr) {
 		*old = KMM_SECTION_SIZE;
@@ -899,7 +881,12 @@ static void huge_cache_put(struct zone *z, struct huge_cached e)
 	decay_thread_maybe_start(z);
 }
 
-/* The smallest piece aligned to @align that holds @want bytes, taken off the pool, or none. Lock held. */
+/*
+ * The first @want bytes of the smallest piece aligned to @align that holds
+ * them, taken off the pool, or none; the rest of the piece stays pooled
+ * where it is (never out of the pool, where a fork could orphan it).  Lock
+ * held.
+ */
 static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_t align)
 {
 	unsigned best = HUGE_CACHE_SLOTS;
@@ -911,7 +898,14 @@ static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_
 	}
 	if (best == HUGE_CACHE_SLOTS)
 		return (struct huge_cached){NULL, 0, 0};
-	return huge_cache_take(z, best);
+	struct huge_cached *e = &z->huge_cache[best];
+	if (e->len == want)
+		return huge_cache_take(z, best);
+	struct huge_cached head = {e->addr, want, e->freed_ms};
+	e->addr = (char *)e->addr + want;
+	e->len -= want;
+	add_huge_cached_bytes(z, -want);
+	return head;
 }
 
 /*
@@ -970,10 +964,7 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 		huge_unmap_all(old, nold);
 	}
 	char *p = got.addr;
-	if (p) {
-		if (got.len > want)
-			huge_cache_put(z, (struct huge_cached){p + want, got.len - want, got.freed_ms});
-	} else {
+	if (!p) {
 		p = os_map_aligned(want, align);
 		if (!p) {
 			errno = ENOMEM;
