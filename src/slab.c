@@ -852,16 +852,21 @@ static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struc
 /*
  * @slab, one of the thread's partial slabs, is empty: keep such slabs, first
  * in line, up to EMPTY_KEEP_BYTES per thread and cache, so that a thread
- * that frees a batch and allocates it again (sh6bench) does not give its
- * slabs back and make them anew; give back the others, so that a thread
- * that frees what it had does not hoard it.  A slab larger than the bound
- * (64-256 KiB: the 12, 20, 24, 40, 48, 56 and 64 KiB classes) is never
- * kept: one per class and thread was up to 1.3 MiB a thread, idle while others
- * grew the zone (mstress at 8 threads 89.7 -> 81.7 MiB, alloc-test 86.8 ->
- * 82.3 MiB, same time); making one anew costs little beside what a
- * program does with blocks that size.
+ * that frees a batch and allocates it again does not give its slabs back
+ * and make them anew; give back the others, so that a thread that frees
+ * what it had does not hoard it, and so that another class of the thread
+ * can take the pages (its pcp lists hold them).  The bound is per class,
+ * and a thread that works its classes in turn keeps it for each of them:
+ * sh6bench's eight classes kept 32 KiB each per thread, idle while the
+ * other classes made new slabs (8 threads: peak RSS 8.3 -> 7.4 MiB with
+ * 8 KiB and MAG_MAX 256, at 6% more of its instructions).  A slab larger than the
+ * bound (16 KiB and up: the classes from 320 B) is never kept: one per
+ * class and thread was up to 1.3 MiB a thread at 64-256 KiB, idle while
+ * others grew the zone (mstress at 8 threads 89.7 -> 81.7 MiB, alloc-test
+ * 86.8 -> 82.3 MiB, same time); making one anew costs little beside what
+ * a program does with that many objects.
  */
-#define EMPTY_KEEP_BYTES (32ul << 10)
+#define EMPTY_KEEP_BYTES (8ul << 10)
 
 static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
 {
@@ -1046,7 +1051,15 @@ void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const c
  * 92.4 -> 85.7 at 8, time unchanged).
  */
 #define SLAB_BIG_ORDER 6 /* 256 KiB */
-#define MAG_MAX 512
+/*
+ * The most objects a magazine holds (and KMM_MAG_BYTES of them): each may
+ * keep its slab from emptying, and a thread keeps a magazine per class.
+ * 512 let sh6bench's batches of 8..128 B objects pin 4..64 KiB of slabs per
+ * class and thread; 256 cut its peak RSS by 10-14% at 2-8 threads (with
+ * EMPTY_KEEP_BYTES 8 KiB), python's by 3%, and left larson's and
+ * alloc-test's instruction counts within 1%.
+ */
+#define MAG_MAX 256
 #define CPU_PARTIAL_BATCH_BYTES (1ul << 20)
 #define CPU_PARTIAL_BYTES (8ul << 20)
 

@@ -38,8 +38,8 @@ struct kmem_cache_cpu {
 	 * Frozen slabs with free objects (HELD_PARTIAL), via slab_list, first
 	 * in first out: a slab waits behind the others and gathers more frees
 	 * before it is used again.  Slabs its own frees emptied are kept at
-	 * the head (HELD_EMPTY, used first) up to EMPTY_KEEP_BYTES (at least
-	 * one); the thread gives back the others as they empty.
+	 * the head (HELD_EMPTY, used first) up to EMPTY_KEEP_BYTES; the
+	 * thread gives back the others as they empty.
 	 */
 	struct list_head partial;
 	/*

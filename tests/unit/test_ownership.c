@@ -68,13 +68,13 @@ static void test_local_frees(struct rng *r)
 	}
 	CHECK(kmm_slab_validate(cache) == 0, "validate after freeing everything");
 	/*
-	 * The thread keeps its active slab and 32 KiB of empty ones; the node
+	 * The thread keeps its active slab and 8 KiB of empty ones; the node
 	 * keeps min_partial empty slabs; everything else went back.
 	 */
 	struct kmm_cache_stats st;
 	kmm_cache_stats(cache, &st);
 	unsigned long slab_bytes = st.pages_per_slab * 4096ul;
-	unsigned long kept = 32768 / slab_bytes;
+	unsigned long kept = 8192 / slab_bytes;
 	unsigned long bound = 1 + kept + (unsigned long)kmm_tune_get(KMM_TUNE_MIN_PARTIAL);
 	CHECK(slabs_now() <= bound, "%lu slabs left after freeing %zu objects (bound %lu)",
 	      slabs_now(), n, bound);
@@ -199,7 +199,7 @@ static void test_lazy_init(void)
 }
 
 /*
- * A slab larger than the 32 KiB of empty slabs a thread keeps per cache is
+ * A slab larger than the 8 KiB of empty slabs a thread keeps per cache is
  * not kept at all: once every object of a 40 KiB cache (128 KiB slabs) is
  * freed, only the active slab is left (the node keeps none here).
  */
@@ -211,7 +211,7 @@ static void test_big_empty_not_kept(void)
 	CHECK(big != NULL, "kmm_cache_create(40 KiB) failed");
 	struct kmm_cache_stats st;
 	kmm_cache_stats(big, &st);
-	CHECK(st.pages_per_slab * 4096ul > 32768, "40 KiB objects in slabs of %u pages", st.pages_per_slab);
+	CHECK(st.pages_per_slab * 4096ul > 8192, "40 KiB objects in slabs of %u pages", st.pages_per_slab);
 	enum { MAXN = 64 };
 	void *v[MAXN];
 	size_t n = 4 * (size_t)st.objects_per_slab < MAXN ? 4 * (size_t)st.objects_per_slab : MAXN;
