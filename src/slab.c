@@ -457,6 +457,16 @@ static bool unfreeze_slab(struct kmm_cache *s, struct page *slab, void *freelist
 	void *tail;
 	unsigned k;
 	void *head = join_private(s, slab, freelist, &tail, &k);
+	if (sw_inuse(slab_word(slab)) == k && s->nr_partial >= s->min_partial) {
+		/*
+		 * Empty, and the node keeps enough: the caller discards it.  No
+		 * object is out, so no other thread frees to it; linking its
+		 * never-used slots would only write into them (a thread that
+		 * exits touched the whole of each slab it held).
+		 */
+		set_owner(slab, NULL);
+		return true;
+	}
 	if (slab->nr_init < s->objects) {
 		/*
 		 * An unfrozen slab has every slot linked (the node lists and the

@@ -199,6 +199,46 @@ static void test_lazy_init(void)
 }
 
 /*
+ * 5. A thread that exits with an empty slab it only began to use gives it
+ * back without linking (here: constructing) the slots it never used; they
+ * were written at exit before, which put all of each slab a thread held in
+ * the process's RSS (32 threads with a block in 8 classes: 5.5 MiB, now 3.3).
+ */
+static struct kmm_cache *exit_cache;
+static void *alloc_one_and_exit(void *arg)
+{
+	(void)arg;
+	void *p = kmm_cache_alloc(exit_cache, KMM_GFP_KERNEL);
+	CHECK(p != NULL && *(unsigned char *)p == 0x5c, "kmm_cache_alloc in the thread");
+	kmm_cache_free(exit_cache, p);
+	test_thread_done();
+	return NULL;
+}
+
+static void test_exit_leaves_slots(void)
+{
+	long min_partial = kmm_tune_get(KMM_TUNE_MIN_PARTIAL);
+	CHECK(kmm_tune_set(KMM_TUNE_MIN_PARTIAL, 0) == 0, "kmm_tune_set(MIN_PARTIAL, 0)");
+	exit_cache = kmm_cache_create("exit-lazy", 200, 0, 0, count_ctor);
+	CHECK(exit_cache != NULL, "kmm_cache_create(exit-lazy)");
+	struct kmm_cache_stats st;
+	kmm_cache_stats(exit_cache, &st);
+	unsigned long before = ctor_calls;
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, alloc_one_and_exit, NULL) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	unsigned long made = ctor_calls - before;
+	CHECK(made >= 1 && made < st.objects_per_slab,
+	      "the exiting thread constructed %lu of its slab's %u objects", made, st.objects_per_slab);
+	kmm_cache_stats(exit_cache, &st);
+	CHECK(st.num_slabs == 0, "%lu slabs left after the thread exited", st.num_slabs);
+	CHECK(kmm_slab_validate(exit_cache) == 0, "validate the exit-lazy cache");
+	printf("  exit: %lu of %u objects constructed, slab given back\n", made, st.objects_per_slab);
+	kmm_cache_destroy(exit_cache);
+	CHECK(kmm_tune_set(KMM_TUNE_MIN_PARTIAL, min_partial) == 0, "restoring MIN_PARTIAL");
+}
+
+/*
  * A slab larger than the 8 KiB of empty slabs a thread keeps per cache is
  * not kept at all: once every object of a 40 KiB cache (128 KiB slabs) is
  * freed, only the active slab is left (the node keeps none here).
@@ -249,6 +289,7 @@ int main(void)
 	test_remote_frees();
 	test_exit_handover();
 	test_lazy_init();
+	test_exit_leaves_slots();
 	test_big_empty_not_kept();
 
 	kmm_cache_destroy(cache);
