@@ -36,7 +36,8 @@
  *
  * Per-thread page lists (pcp): each thread caches free blocks of order <=
  * PCP_MAX_ORDER on lists of its own, refilled from and drained to the zone in
- * batches, so the zone lock is taken once per batch.  A pcp block is free
+ * batches, so the zone lock is taken once per batch (a new thread's first
+ * refills take 1, 2, 4, ... blocks: most threads need few).  A pcp block is free
  * but not mergeable (PG_pcp, not PG_buddy) until drained.  A list holds at
  * most `high` pages' worth (KMM_TUNE_PCP_HIGH).
  *
@@ -472,6 +473,7 @@ struct per_cpu_pages {
 	struct page *lists[PCP_MAX_ORDER + 1];
 	unsigned count[PCP_MAX_ORDER + 1]; /* blocks on each list */
 	unsigned high[PCP_MAX_ORDER + 1];  /* most blocks a list keeps */
+	uint8_t ramp[PCP_MAX_ORDER + 1];   /* refills so far, up to PCP_RAMP (see pcp_refill_batch) */
 	bool registered;                   /* on pcp_registry, thread exit hook armed */
 	bool exited;
 	struct list_head registry;         /* pcp_registry (pcp_registry_lock) */
@@ -499,6 +501,22 @@ static unsigned pcp_batch(const struct per_cpu_pages *pcp, unsigned order)
 }
 
 /*
+ * How many blocks a refill takes: 1, 2, 4, ... up to pcp_batch() over a
+ * list's first refills.  A full batch at once (64 pages over the four
+ * orders) set each new thread's descriptors and address space aside for
+ * pages it mostly never used: 33 threads with a block in 8 classes grew
+ * the zone by two sections whose page descriptors were all written.
+ */
+#define PCP_RAMP 5
+static unsigned pcp_refill_batch(struct per_cpu_pages *pcp, unsigned order)
+{
+	unsigned full = pcp_batch(pcp, order);
+	if (pcp->ramp[order] >= PCP_RAMP)
+		return full;
+	return MIN(full, 1u << pcp->ramp[order]++);
+}
+
+/*
  * Refill an empty pcp list with a batch and return one block for the caller.
  * The list is linked under the zone lock, which fork's prepare handler
  * holds, so a fork never catches blocks in flight between zone and list.
@@ -508,7 +526,7 @@ static noinline struct page *pcp_refill(struct per_cpu_pages *pcp, unsigned flag
 	struct zone *z = &zone_normal;
 	if (unlikely(!pcp->registered && !pcp->exited))
 		pcp_setup(pcp);
-	unsigned want = pcp->exited || pcp->high[order] == 0 ? 1 : pcp_batch(pcp, order);
+	unsigned want = pcp->exited || pcp->high[order] == 0 ? 1 : pcp_refill_batch(pcp, order);
 	kmm_lock(&z->lock);
 	struct page *first = zone_take_locked(z, flags, order, true);
 	if (!first) {

@@ -21,6 +21,8 @@
  */
 #include "common.h"
 
+#include <pthread.h>
+
 #define MAX_LIVE   2000  /* live blocks in the randomized run */
 #define BATCH      10000 /* operations between checkpoints */
 #define MAX_BLOCK  (KMM_PAGE_SIZE << (KMM_MAX_ORDER - 1))
@@ -600,6 +602,58 @@ static void test_trim(struct rng *r)
  * block's tail.  A free block of a whole pageblock or more serves either
  * kind: after both kinds are freed, each can have the memory of the other.
  */
+/*
+ * A new thread's pcp list fills gradually: its first refill takes one block,
+ * the next ones twice as many each, up to the batch.  A full batch at the
+ * first allocation set 16 order-0 pages aside for a thread that may want
+ * one (64 pages over the four orders).
+ */
+#define PCP_RAMP_ALLOCS 64
+static unsigned long pcp_seen[PCP_RAMP_ALLOCS];
+static void *pcp_ramp_thread(void *arg)
+{
+	void *p[PCP_RAMP_ALLOCS];
+	(void)arg;
+	for (unsigned i = 0; i < PCP_RAMP_ALLOCS; i++) {
+		p[i] = kmm_alloc_pages(KMM_GFP_KERNEL, 0);
+		CHECK(p[i] != NULL, "kmm_alloc_pages(0) in the thread");
+		struct kmm_zone_stats st;
+		kmm_zone_stats(&st);
+		pcp_seen[i] = st.pcp_pages;
+	}
+	for (unsigned i = 0; i < PCP_RAMP_ALLOCS; i++)
+		kmm_free_pages(p[i], 0);
+	kmm_drain_local();
+	test_thread_done();
+	return NULL;
+}
+
+static void test_pcp_ramp(void)
+{
+	kmm_drain_local();
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, pcp_ramp_thread, NULL) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	/*
+	 * The full batch is a quarter of KMM_PCP_HIGH (16 pages).  The thread's
+	 * start-up (its slab state) may have taken the first refill or two, so
+	 * the lists hold 1, 0, 7 pages after the first three allocations
+	 * (before, 15, 14, 13); later, whole batches.
+	 */
+	unsigned long batch = (unsigned long)kmm_tune_get(KMM_TUNE_PCP_HIGH) / 4, most = 0;
+	CHECK(batch >= 8, "KMM_PCP_HIGH %ld: batch %lu", kmm_tune_get(KMM_TUNE_PCP_HIGH), batch);
+	CHECK(pcp_seen[0] <= 3, "after its first allocation the new thread's pcp list held %lu pages",
+	      pcp_seen[0]);
+	for (unsigned i = 1; i < 3; i++)
+		CHECK(pcp_seen[i] < batch - 1, "after %u allocations the new thread's pcp list held %lu "
+		      "pages: a full batch", i + 1, pcp_seen[i]);
+	for (unsigned i = 0; i < PCP_RAMP_ALLOCS; i++)
+		most = pcp_seen[i] > most ? pcp_seen[i] : most;
+	CHECK(most >= batch - 1, "the pcp lists held at most %lu pages over %d allocations: never "
+	      "a full batch of %lu", most, PCP_RAMP_ALLOCS, batch);
+	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() after the pcp ramp");
+}
+
 #define PAGEBLOCK_BYTES (256ul << 10)
 static void test_migratetypes(void)
 {
@@ -683,6 +737,7 @@ int main(void)
 
 	test_detectors();
 	test_migratetypes();
+	test_pcp_ramp();
 	test_random(&r);
 	test_trim(&r);
 	return test_finish();
