@@ -657,28 +657,44 @@ static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
 	return got > 0;
 }
 
-/* Full slabs a refill looks at for other threads' frees before it goes to the node. */
+/*
+ * How many of its full slabs a refill looks at for other threads' frees
+ * before it goes to the node: FULL_SCAN at first, twice as many after a
+ * look that found some (up to FULL_SCAN_MAX), half as many after one that
+ * did not (down to FULL_SCAN).  A thread whose objects others free
+ * (xmalloc's producers) finds them spread over its full slabs, not only in
+ * the oldest; looking at 4 it made new slabs while freed objects waited in
+ * the fifth (8 threads: peak RSS 8.3 -> 8.1 MiB).  A thread nobody frees to
+ * (alloc-test) looks at 4 as before: a fixed 16 cost it 3% more
+ * instructions.
+ */
 #define FULL_SCAN 4
+#define FULL_SCAN_MAX 32
 
 /*
  * Make the oldest of the thread's full slabs that other threads freed to
- * since the active one; look at FULL_SCAN at most, rotating the others to
- * the tail.  Returns its objects, or NULL.
+ * since the active one; look at c->full_scan at most, rotating the others
+ * to the tail.  Returns its objects, or NULL.
  */
 static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned *np)
 {
 	struct list_head *full = &c->full;
-	for (unsigned i = 0; i < FULL_SCAN && !list_empty(full); i++) {
+	unsigned budget = c->full_scan ? c->full_scan : FULL_SCAN;
+	if (list_empty(full))
+		return NULL;
+	for (unsigned i = 0; i < budget && !list_empty(full); i++) {
 		struct page *slab = list_first_entry(full, struct page, slab_list);
 		list_del(&slab->slab_list);
 		void *fl = take_objects(s, slab, np);
 		if (fl) {
 			set_held(slab, HELD_ACTIVE);
 			c->slab = slab;
+			c->full_scan = (uint16_t)MIN(2 * budget, (unsigned)FULL_SCAN_MAX);
 			return fl;
 		}
 		list_add_tail(&slab->slab_list, full);
 	}
+	c->full_scan = (uint16_t)MAX(budget / 2, (unsigned)FULL_SCAN);
 	return NULL;
 }
 

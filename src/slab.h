@@ -50,7 +50,8 @@ struct kmem_cache_cpu {
 	 */
 	struct list_head full;
 	unsigned nr_partial;   /* slabs on ->partial, the empty ones included */
-	unsigned nr_empty;     /* HELD_EMPTY slabs on ->partial */
+	uint16_t nr_empty;     /* HELD_EMPTY slabs on ->partial (a few: EMPTY_KEEP_BYTES) */
+	uint16_t full_scan;    /* full slabs the next refill looks at (scan_full(); 0: FULL_SCAN) */
 } __attribute__((aligned(64))); /* one line: malloc and free touch freelist and room together */
 
 /*

@@ -199,6 +199,75 @@ static void test_lazy_init(void)
 }
 
 /*
+ * 6. Other threads free to a few of the thread's full slabs, spread among
+ * the others (one in eight): its refills look further after each look that
+ * finds objects, so it takes them rather than make new slabs.  Taking the
+ * objects of 16 such slabs again makes 5 new slabs; a fixed look at 4 full
+ * slabs made 9.
+ */
+#define SPARSE_SLABS 128
+#define SPARSE_EVERY 8
+static struct kmm_cache *sparse;
+struct sparse_job {
+	void **v;
+	size_t per_slab;
+};
+
+static void *sparse_free(void *arg)
+{
+	struct sparse_job *job = arg;
+	for (size_t k = SPARSE_EVERY - 1; k < SPARSE_SLABS; k += SPARSE_EVERY)
+		for (size_t i = 0; i < job->per_slab; i++)
+			kmm_cache_free(sparse, job->v[k * job->per_slab + i]);
+	test_thread_done();
+	return NULL;
+}
+
+static void test_sparse_remote_frees(void)
+{
+	sparse = kmm_cache_create("sparse", 256, 0, 0, NULL);
+	CHECK(sparse != NULL, "kmm_cache_create(sparse)");
+	struct kmm_cache_stats st;
+	kmm_cache_stats(sparse, &st);
+	size_t per = st.objects_per_slab, n = SPARSE_SLABS * per;
+	void **v = malloc(n * sizeof(*v));
+	CHECK(v != NULL, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v[i] = kmm_cache_alloc(sparse, KMM_GFP_KERNEL);
+		CHECK(v[i] != NULL, "kmm_cache_alloc(sparse) #%zu", i);
+	}
+	/* Slabs fill in order: objects [k * per, (k + 1) * per) share slab k. */
+	for (size_t k = 0; k < SPARSE_SLABS; k++)
+		for (size_t i = 1; i < per; i++) {
+			uintptr_t a = (uintptr_t)v[k * per], b = (uintptr_t)v[k * per + i];
+			CHECK((a ^ b) < (uintptr_t)st.pages_per_slab * 4096u,
+			      "objects %zu and %zu are not in one slab", k * per, k * per + i);
+		}
+	kmm_cache_stats(sparse, &st);
+	unsigned long before = st.num_slabs;
+	struct sparse_job job = {v, per};
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, sparse_free, &job) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	size_t freed = (SPARSE_SLABS / SPARSE_EVERY) * per;
+	for (size_t k = SPARSE_EVERY - 1; k < SPARSE_SLABS; k += SPARSE_EVERY)
+		for (size_t i = 0; i < per; i++) {
+			v[k * per + i] = kmm_cache_alloc(sparse, KMM_GFP_KERNEL);
+			CHECK(v[k * per + i] != NULL, "kmm_cache_alloc(sparse) again");
+		}
+	kmm_cache_stats(sparse, &st);
+	CHECK(st.num_slabs <= before + 6, "%lu new slabs for %zu objects others freed in %d of %lu "
+	      "full slabs", st.num_slabs - before, freed, SPARSE_SLABS / SPARSE_EVERY, before);
+	CHECK(kmm_slab_validate(sparse) == 0, "validate the sparse cache");
+	printf("  sparse remote frees: %zu objects taken again, %lu new slabs\n", freed,
+	       st.num_slabs - before);
+	for (size_t i = 0; i < n; i++)
+		kmm_cache_free(sparse, v[i]);
+	free(v);
+	kmm_cache_destroy(sparse);
+}
+
+/*
  * 5. A thread that exits with an empty slab it only began to use gives it
  * back without linking (here: constructing) the slots it never used; they
  * were written at exit before, which put all of each slab a thread held in
@@ -290,6 +359,7 @@ int main(void)
 	test_exit_handover();
 	test_lazy_init();
 	test_exit_leaves_slots();
+	test_sparse_remote_frees();
 	test_big_empty_not_kept();
 
 	kmm_cache_destroy(cache);
