@@ -450,7 +450,8 @@ static void *join_private(struct kmm_cache *s, struct page *slab, void *freelist
  * (the kernel's deactivate_slab, under list_lock): everything the holder had
  * goes back to the shared freelist, and the slab onto the node list if it
  * has free objects.  Returns true when the slab is empty and the node keeps
- * enough: the caller discards it after dropping the lock.
+ * enough: the caller discards it after dropping the lock (its free lists
+ * are then left as they are, unlinked, and no longer read).
  */
 static bool unfreeze_slab(struct kmm_cache *s, struct page *slab, void *freelist)
 {
@@ -661,10 +662,11 @@ static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
  * How many of its full slabs a refill looks at for other threads' frees
  * before it goes to the node: FULL_SCAN at first, twice as many after a
  * look that found some (up to FULL_SCAN_MAX), half as many after one that
- * did not (down to FULL_SCAN).  A thread whose objects others free
- * (xmalloc's producers) finds them spread over its full slabs, not only in
- * the oldest; looking at 4 it made new slabs while freed objects waited in
- * the fifth (8 threads: peak RSS 8.3 -> 8.1 MiB).  A thread nobody frees to
+ * found none (down to FULL_SCAN), and never a slab twice in one look.  A
+ * thread whose objects others free (xmalloc's producers) finds them spread
+ * over its full slabs, not only in the oldest; looking at 4 it made new
+ * slabs while freed objects waited in the fifth (8 threads: peak RSS 8.3
+ * -> 8.1 MiB).  A thread nobody frees to
  * (alloc-test) looks at 4 as before: a fixed 16 cost it 3% more
  * instructions.
  */
@@ -682,8 +684,12 @@ static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned *
 	unsigned budget = c->full_scan ? c->full_scan : FULL_SCAN;
 	if (list_empty(full))
 		return NULL;
+	struct page *first = NULL;
 	for (unsigned i = 0; i < budget && !list_empty(full); i++) {
 		struct page *slab = list_first_entry(full, struct page, slab_list);
+		if (slab == first)
+			break; /* round the whole list: each looked at once */
+		first = first ? first : slab;
 		list_del(&slab->slab_list);
 		void *fl = take_objects(s, slab, np);
 		if (fl) {
