@@ -192,7 +192,7 @@ static void test_lazy_init(void)
 	for (size_t i = 0; i < n; i++)
 		kmm_cache_free(c, v[i]);
 	kmm_cache_free(c, first);
-	/* Flushed, the slabs are fully linked and empty: all of them go. */
+	/* Every object freed, the slabs are empty (linked or not): all of them go. */
 	CHECK(kmm_cache_shrink(c) == 0, "slabs left after freeing everything and shrinking");
 	kmm_cache_destroy(c);
 	free(v);
@@ -284,6 +284,16 @@ static void *alloc_one_and_exit(void *arg)
 	return NULL;
 }
 
+static void *exit_kept;
+static void *alloc_one_keep_and_exit(void *arg)
+{
+	(void)arg;
+	exit_kept = kmm_cache_alloc(exit_cache, KMM_GFP_KERNEL);
+	CHECK(exit_kept != NULL, "kmm_cache_alloc in the thread");
+	test_thread_done();
+	return NULL;
+}
+
 static void test_exit_leaves_slots(void)
 {
 	long min_partial = kmm_tune_get(KMM_TUNE_MIN_PARTIAL);
@@ -303,6 +313,35 @@ static void test_exit_leaves_slots(void)
 	CHECK(st.num_slabs == 0, "%lu slabs left after the thread exited", st.num_slabs);
 	CHECK(kmm_slab_validate(exit_cache) == 0, "validate the exit-lazy cache");
 	printf("  exit: %lu of %u objects constructed, slab given back\n", made, st.objects_per_slab);
+
+	/*
+	 * A slab with an object still in use goes to the node unlinked past
+	 * what its holder used; whoever takes it next links (constructs) the
+	 * rest as it needs them, each object once.
+	 */
+	before = ctor_calls;
+	CHECK(pthread_create(&t, NULL, alloc_one_keep_and_exit, NULL) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	made = ctor_calls - before;
+	kmm_cache_stats(exit_cache, &st);
+	CHECK(made >= 1 && made < st.objects_per_slab,
+	      "the exiting thread that kept an object constructed %lu of %u", made, st.objects_per_slab);
+	CHECK(kmm_slab_validate(exit_cache) == 0, "validate the node's partly linked slab");
+	size_t n = st.objects_per_slab * 2;
+	void **v = malloc(n * sizeof(*v));
+	CHECK(v != NULL, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v[i] = kmm_cache_alloc(exit_cache, KMM_GFP_KERNEL);
+		CHECK(v[i] != NULL && *(unsigned char *)v[i] == 0x5c, "object %zu not constructed", i);
+		CHECK(v[i] != exit_kept, "object %zu is the one still in use", i);
+	}
+	CHECK(ctor_calls - before <= n + 1 + st.objects_per_slab,
+	      "%lu constructor calls for %zu objects", ctor_calls - before, n + 1);
+	CHECK(kmm_slab_validate(exit_cache) == 0, "validate after taking the partly linked slab");
+	for (size_t i = 0; i < n; i++)
+		kmm_cache_free(exit_cache, v[i]);
+	kmm_cache_free(exit_cache, exit_kept);
+	free(v);
 	kmm_cache_destroy(exit_cache);
 	CHECK(kmm_tune_set(KMM_TUNE_MIN_PARTIAL, min_partial) == 0, "restoring MIN_PARTIAL");
 }
