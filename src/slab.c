@@ -451,24 +451,13 @@ static void *join_private(struct kmm_cache *s, struct page *slab, void *freelist
  * (the kernel's deactivate_slab, under list_lock): everything the holder had
  * goes back to the shared freelist, and the slab onto the node list if it
  * has free objects.  Returns true when the slab is empty and the node keeps
- * enough: the caller discards it after dropping the lock (its free lists
- * are then left as they are, unlinked, and no longer read).
+ * enough: the caller discards it after dropping the lock.
  */
 static bool unfreeze_slab(struct kmm_cache *s, struct page *slab, void *freelist)
 {
 	void *tail;
 	unsigned k;
 	void *head = join_private(s, slab, freelist, &tail, &k);
-	if (sw_inuse(slab_word(slab)) == k && s->nr_partial >= s->min_partial) {
-		/*
-		 * Empty, and the node keeps enough: the caller discards it.  No
-		 * object is out, so no other thread frees to it; linking its
-		 * never-used slots would only write into them (a thread that
-		 * exits touched the whole of each slab it held).
-		 */
-		set_owner(slab, NULL);
-		return true;
-	}
 	/*
 	 * Slots never used stay unlinked (they count neither free nor in use):
 	 * the next holder links them as it needs them (take_objects()).  A
@@ -662,9 +651,8 @@ static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
  * thread whose objects others free (xmalloc's producers) finds them spread
  * over its full slabs, not only in the oldest; looking at 4 it made new
  * slabs while freed objects waited in the fifth (8 threads: peak RSS 8.3
- * -> 8.1 MiB).  A thread nobody frees to
- * (alloc-test) looks at 4 as before: a fixed 16 cost it 3% more
- * instructions.
+ * -> 8.1 MiB).  A thread nobody frees to (alloc-test) looks at 4 as
+ * before: a fixed 16 cost it 3% more instructions.
  */
 #define FULL_SCAN 4
 #define FULL_SCAN_MAX 32
@@ -680,12 +668,12 @@ static void *scan_full(struct kmm_cache *s, struct kmem_cache_cpu *c, unsigned *
 	unsigned budget = c->full_scan ? c->full_scan : FULL_SCAN;
 	if (list_empty(full))
 		return NULL;
-	struct page *first = NULL;
-	for (unsigned i = 0; i < budget && !list_empty(full); i++) {
+	/* A miss goes back to the tail, so the list never empties here. */
+	struct page *first = list_first_entry(full, struct page, slab_list);
+	for (unsigned i = 0; i < budget; i++) {
 		struct page *slab = list_first_entry(full, struct page, slab_list);
-		if (slab == first)
+		if (i > 0 && slab == first)
 			break; /* round the whole list: each looked at once */
-		first = first ? first : slab;
 		list_del(&slab->slab_list);
 		void *fl = take_objects(s, slab, np);
 		if (fl) {
@@ -887,8 +875,8 @@ static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struc
  * and a thread that works its classes in turn keeps it for each of them:
  * sh6bench's eight classes kept 32 KiB each per thread, idle while the
  * other classes made new slabs (8 threads: peak RSS 8.3 -> 7.4 MiB with
- * 8 KiB and MAG_MAX 256, at 6% more of its instructions).  A slab larger than the
- * bound (16 KiB and up: the classes from 320 B) is never kept: one per
+ * 8 KiB and MAG_MAX 256, at 6% more of its instructions).  A slab larger
+ * than the bound (16 KiB and up: the classes from 320 B) is never kept: one per
  * class and thread was up to 1.3 MiB a thread at 64-256 KiB, idle while
  * others grew the zone (mstress at 8 threads 89.7 -> 81.7 MiB, alloc-test
  * 86.8 -> 82.3 MiB, same time); making one anew costs little beside what

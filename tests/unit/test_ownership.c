@@ -165,6 +165,18 @@ static void count_ctor(void *p)
 	__atomic_fetch_add(&ctor_calls, 1, __ATOMIC_RELAXED);
 }
 
+/* @n objects of @c, a count_ctor cache, each checked constructed. */
+static void **alloc_constructed(struct kmm_cache *c, size_t n)
+{
+	void **v = malloc(n * sizeof(*v));
+	CHECK(v != NULL, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v[i] = kmm_cache_alloc(c, KMM_GFP_KERNEL);
+		CHECK(v[i] != NULL && *(unsigned char *)v[i] == 0x5c, "object %zu not constructed", i);
+	}
+	return v;
+}
+
 static void test_lazy_init(void)
 {
 	struct kmm_cache *c = kmm_cache_create("lazy", 200, 0, 0, count_ctor);
@@ -180,12 +192,7 @@ static void test_lazy_init(void)
 	      st.objects_per_slab);
 	/* Every object handed out is constructed, exactly once, as the slab fills. */
 	size_t n = st.objects_per_slab * 3;
-	void **v = malloc(n * sizeof(*v));
-	CHECK(v != NULL, "out of memory");
-	for (size_t i = 0; i < n; i++) {
-		v[i] = kmm_cache_alloc(c, KMM_GFP_KERNEL);
-		CHECK(v[i] != NULL && *(unsigned char *)v[i] == 0x5c, "object %zu not constructed", i);
-	}
+	void **v = alloc_constructed(c, n);
 	CHECK(ctor_calls >= n + 1 && ctor_calls < n + 1 + st.objects_per_slab,
 	      "%lu constructor calls for %zu objects", ctor_calls, n + 1);
 	CHECK(kmm_slab_validate(c) == 0, "validate the lazily linked cache");
@@ -328,13 +335,9 @@ static void test_exit_leaves_slots(void)
 	      "the exiting thread that kept an object constructed %lu of %u", made, st.objects_per_slab);
 	CHECK(kmm_slab_validate(exit_cache) == 0, "validate the node's partly linked slab");
 	size_t n = st.objects_per_slab * 2;
-	void **v = malloc(n * sizeof(*v));
-	CHECK(v != NULL, "out of memory");
-	for (size_t i = 0; i < n; i++) {
-		v[i] = kmm_cache_alloc(exit_cache, KMM_GFP_KERNEL);
-		CHECK(v[i] != NULL && *(unsigned char *)v[i] == 0x5c, "object %zu not constructed", i);
+	void **v = alloc_constructed(exit_cache, n);
+	for (size_t i = 0; i < n; i++)
 		CHECK(v[i] != exit_kept, "object %zu is the one still in use", i);
-	}
 	CHECK(ctor_calls - before <= n + 1 + st.objects_per_slab,
 	      "%lu constructor calls for %zu objects", ctor_calls - before, n + 1);
 	CHECK(kmm_slab_validate(exit_cache) == 0, "validate after taking the partly linked slab");
