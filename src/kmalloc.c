@@ -315,7 +315,7 @@ static always_inline struct block classify(const void *p, const char *fn)
 	}
 	b.page = compound_head(page);
 	KMM_CHECK(page_flags(b.page) & PG_slab, fn, "invalid pointer %p%s", p,
-		  (flags & (PG_buddy | PG_pcp)) ? " (double free?)" : "");
+		  page_is_free(page) ? " (double free?)" : "");
 	slab_check_object(b.page->slab_cache, b.page, p, fn);
 	return b;
 }

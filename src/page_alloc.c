@@ -737,6 +737,12 @@ static struct page *free_block_containing(struct mem_section *ms, size_t idx)
 	return NULL;
 }
 
+bool page_is_free(struct page *page)
+{
+	return (page_flags(page) & (PG_buddy | PG_pcp)) ||
+	       free_block_containing(page_section(page), page_index(page)) != NULL;
+}
+
 bool grow_pages_exact(struct page *page, unsigned long new_nr)
 {
 	struct zone *z = &zone_normal;

@@ -299,6 +299,12 @@ void shrink_pages_exact(struct page *page, unsigned long new_nr);
  * frames behind it are free; true on success.
  */
 bool grow_pages_exact(struct page *page, unsigned long new_nr);
+/*
+ * Whether @page's frame is free (in a buddy block or on a pcp list): for an
+ * invalid free's report only.  No lock: the answer may be stale, but the
+ * descriptors it reads always exist.
+ */
+bool page_is_free(struct page *page);
 
 /* Mark/unmark the tails of a block as belonging to @head (compound pages). */
 /*
