@@ -45,7 +45,7 @@
  * atomic), else its shared freelist with one CAS; if both are empty the slab
  * goes on the thread's full list, and the thread moves on to its cpu partial
  * slabs, then its full slabs that others freed to, then the node partial
- * list (taking a few slabs under one lock), then a new slab from the page
+ * list (its oldest slab, under the node lock), then a new slab from the page
  * allocator, whose objects are constructed then and only then.
  *
  * Free fast path: an object of any slab the thread holds goes on that slab's
@@ -619,29 +619,28 @@ static void flush_thread(struct slab_thread *t)
 }
 
 /*
- * Move a few slabs from the node partial list to the thread: the first
- * becomes the active slab, the rest go on its cpu partial list, so the
- * lock is taken once for several slabs.  Returns false if the list is empty.
+ * Make the oldest slab of the node partial list the thread's active slab.
+ * Returns false if the list is empty.  One slab at a time, not SLUB's batch
+ * to the cpu partial list: a thread that took half a batch (9-13 slabs of
+ * a class) held their free objects while the other threads made new slabs,
+ * and larson's generations, each taking what the last left on the node,
+ * peaked 13-20% higher (4 threads: 9.4 -> 11.5 MiB) for no fewer
+ * instructions.
  */
 static bool get_partial_node(struct kmm_cache *s, struct kmem_cache_cpu *c)
 {
 	if (!__atomic_load_n(&s->nr_partial, __ATOMIC_RELAXED))
 		return false;
-	unsigned want = 1 + s->cpu_partial_batch / 2, got = 0;
-	struct slab_thread *t = slab_tls;
+	struct page *slab = NULL;
 	kmm_lock(&s->list_lock);
-	while (got < want && !list_empty(&s->partial)) {
-		struct page *slab = list_first_entry(&s->partial, struct page, slab_list);
+	if (!list_empty(&s->partial)) {
+		slab = list_first_entry(&s->partial, struct page, slab_list);
 		partial_del(s, slab);
-		freeze(slab, t);
-		if (got++ == 0) {
-			c->slab = slab;
-		} else {
-			cpu_partial_add(c, slab, 0);
-		}
+		freeze(slab, slab_tls);
+		c->slab = slab;
 	}
 	kmm_unlock(&s->list_lock);
-	return got > 0;
+	return slab != NULL;
 }
 
 /*
@@ -1150,9 +1149,8 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	unsigned nr_objects = sz >= KMM_PAGE_SIZE ? 6 : sz >= 1024 ? 24 : sz >= 256 ? 52 : 120;
 	/*
 	 * The batch: eight times the kernel's cpu partial bound, at most
-	 * CPU_PARTIAL_BATCH_BYTES: what a refill takes from the node at once, and
-	 * the most a thread keeps of slabs that other threads' objects it freed
-	 * made partial.
+	 * CPU_PARTIAL_BATCH_BYTES: the most a thread keeps of slabs that other
+	 * threads' objects it freed made partial.
 	 */
 	s->cpu_partial_batch = 8 * MAX(1u, (unsigned)((nr_objects * 2 + objects - 1) / objects));
 	s->cpu_partial_batch = MAX(2u, MIN(s->cpu_partial_batch,

@@ -276,6 +276,79 @@ static void test_sparse_remote_frees(void)
 }
 
 /*
+ * A refill takes one slab off the node partial list, not a batch of them:
+ * another thread's refill finds the next one there instead of making a new
+ * slab.  A batch left larson's generations holding free objects that their
+ * other threads made new slabs beside (4 threads: 11.5 -> 9.4 MiB).
+ */
+#define NODE_SLABS 12
+static struct kmm_cache *node_cache;
+static void **node_objs;
+static size_t node_per;
+
+/* Fill NODE_SLABS slabs, free the first object of each, and exit: they go to the node. */
+static void *fill_free_one_and_exit(void *arg)
+{
+	(void)arg;
+	for (size_t i = 0; i < NODE_SLABS * node_per; i++) {
+		node_objs[i] = kmm_cache_alloc(node_cache, KMM_GFP_KERNEL);
+		CHECK(node_objs[i] != NULL, "kmm_cache_alloc(node-share) #%zu", i);
+	}
+	for (size_t k = 0; k < NODE_SLABS; k++) {
+		kmm_cache_free(node_cache, node_objs[k * node_per]);
+		node_objs[k * node_per] = NULL;
+	}
+	test_thread_done();
+	return NULL;
+}
+
+static void *node_taken;
+static void *alloc_one(void *arg)
+{
+	(void)arg;
+	node_taken = kmm_cache_alloc(node_cache, KMM_GFP_KERNEL);
+	CHECK(node_taken != NULL, "kmm_cache_alloc(node-share) in the second thread");
+	test_thread_done();
+	return NULL;
+}
+
+static void test_node_one_slab(void)
+{
+	node_cache = kmm_cache_create("node-share", 256, 0, 0, NULL);
+	CHECK(node_cache != NULL, "kmm_cache_create(node-share)");
+	struct kmm_cache_stats st;
+	kmm_cache_stats(node_cache, &st);
+	node_per = st.objects_per_slab;
+	uintptr_t slab_bytes = (uintptr_t)st.pages_per_slab * 4096u;
+	node_objs = calloc(NODE_SLABS * node_per, sizeof(*node_objs));
+	CHECK(node_objs != NULL, "out of memory");
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, fill_free_one_and_exit, NULL) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	kmm_cache_stats(node_cache, &st);
+	CHECK(st.num_slabs == NODE_SLABS, "%lu slabs after the first thread, not %d", st.num_slabs,
+	      NODE_SLABS);
+	/* This thread's refill takes one of them; the second thread's another. */
+	void *mine = kmm_cache_alloc(node_cache, KMM_GFP_KERNEL);
+	CHECK(mine != NULL, "kmm_cache_alloc(node-share)");
+	CHECK(pthread_create(&t, NULL, alloc_one, NULL) == 0, "pthread_create");
+	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
+	uintptr_t a = (uintptr_t)mine & ~(slab_bytes - 1), b = (uintptr_t)node_taken & ~(slab_bytes - 1);
+	kmm_cache_stats(node_cache, &st);
+	CHECK(st.num_slabs == NODE_SLABS, "%lu slabs: a refill made a new one while %d waited on the "
+	      "node", st.num_slabs, NODE_SLABS - 1);
+	CHECK(a != b, "both threads' objects in the slab at %#lx", (unsigned long)a);
+	CHECK(kmm_slab_validate(node_cache) == 0, "validate the node-share cache");
+	kmm_cache_free(node_cache, mine);
+	kmm_cache_free(node_cache, node_taken);
+	for (size_t i = 0; i < NODE_SLABS * node_per; i++)
+		if (node_objs[i])
+			kmm_cache_free(node_cache, node_objs[i]);
+	free(node_objs);
+	kmm_cache_destroy(node_cache);
+}
+
+/*
  * 5. A thread that exits with an empty slab it only began to use gives it
  * back without linking (here: constructing) the slots it never used; they
  * were written at exit before, which put all of each slab a thread held in
@@ -400,6 +473,7 @@ int main(void)
 	test_lazy_init();
 	test_exit_leaves_slots();
 	test_sparse_remote_frees();
+	test_node_one_slab();
 	test_big_empty_not_kept();
 
 	kmm_cache_destroy(cache);
