@@ -281,8 +281,6 @@ static void cpu_partial_del(struct kmem_cache_cpu *c, struct page *slab)
 {
 	list_del(&slab->slab_list);
 	c->nr_partial--;
-	if (slab_held(slab) == HELD_EMPTY)
-		c->nr_empty--;
 }
 
 /* ---- the node partial list (list_lock held) ---- */
@@ -866,34 +864,20 @@ static void put_cpu_partial(struct kmm_cache *s, struct kmem_cache_cpu *c, struc
 }
 
 /*
- * @slab, one of the thread's partial slabs, is empty: keep such slabs, first
- * in line, up to EMPTY_KEEP_BYTES per thread and cache, so that a thread
- * that frees a batch and allocates it again does not give its slabs back
- * and make them anew; give back the others, so that a thread that frees
- * what it had does not hoard it, and so that another class of the thread
- * can take the pages (its pcp lists hold them).  The bound is per class,
- * and a thread that works its classes in turn keeps it for each of them:
- * sh6bench's eight classes kept 32 KiB each per thread, idle while the
- * other classes made new slabs (8 threads: peak RSS 8.3 -> 7.4 MiB with
- * 8 KiB and MAG_MAX 256, at 6% more of its instructions).  A slab larger
- * than the bound (16 KiB and up: the classes from 320 B) is never kept: one per
- * class and thread was up to 1.3 MiB a thread at 64-256 KiB, idle while
- * others grew the zone (mstress at 8 threads 89.7 -> 81.7 MiB, alloc-test
- * 86.8 -> 82.3 MiB, same time); making one anew costs little beside what
- * a program does with that many objects.
+ * @slab, one of the thread's partial slabs, is empty: give it back at once,
+ * to the node if that keeps it (min_partial: caches with a constructor),
+ * else to the page allocator - this thread's pcp lists, where its next slab
+ * of any class finds the pages still in this core's cache.  Keeping a few
+ * per class (8 KiB; 32 before session 9) for the class's next turn kept
+ * them idle while the thread's other classes made new slabs: without them
+ * sh6bench's peak RSS is 4-7% lower at 2-8 threads (8 threads: 7.0 -> 6.5
+ * MiB), and it is no slower (1 thread: 158 -> 156 ms of CPU, for 2% more
+ * instructions: its slabs are linked anew, from pages warmer than an idle
+ * slab's).
  */
-#define EMPTY_KEEP_BYTES (8ul << 10)
-
 static void cpu_partial_emptied(struct kmm_cache *s, struct kmem_cache_cpu *c, struct page *slab)
 {
 	cpu_partial_del(c, slab);
-	if (((c->nr_empty + 1ul) << (KMM_PAGE_SHIFT + s->order)) <= EMPTY_KEEP_BYTES) {
-		set_held(slab, HELD_EMPTY);
-		list_add(&slab->slab_list, &c->partial);
-		c->nr_partial++;
-		c->nr_empty++;
-		return;
-	}
 	if (__atomic_load_n(&s->nr_partial, __ATOMIC_RELAXED) >= s->min_partial) {
 		/*
 		 * The node keeps enough: give it back as it is.  No object is out,
@@ -1072,7 +1056,7 @@ void slab_free_object(struct kmm_cache *s, struct page *slab, void *obj, const c
  * keep its slab from emptying, and a thread keeps a magazine per class.
  * 512 let sh6bench's batches of 8..128 B objects pin 4..64 KiB of slabs per
  * class and thread; 256 cut its peak RSS by 10-14% at 2-8 threads (with
- * EMPTY_KEEP_BYTES 8 KiB), python's by 3%, and left larson's and
+ * 8 KiB of empty slabs kept then), python's by 3%, and left larson's and
  * alloc-test's instruction counts within 1%.
  */
 #define MAG_MAX 256
@@ -1692,12 +1676,10 @@ static bool cache_validate(struct kmm_cache *s)
 			      n, sw_inuse(slab_word(c->slab)));
 	}
 	unsigned long np = 0;
-	unsigned empties = 0;
 	list_for_each(pos, &c->partial)
 	{
 		struct page *p = list_entry(pos, struct page, slab_list);
 		np++;
-		empties += slab_held(p) == HELD_EMPTY;
 		if (!sw_frozen(slab_word(p)) || p->slab_cache != s || slab_owner(p) != t)
 			SFAIL("cache %s: cpu partial slab not frozen, not ours or of another cache",
 			      s->name);
@@ -1708,14 +1690,14 @@ static bool cache_validate(struct kmm_cache *s)
 			      "frame without the thread's tag", s->name, page_to_virt(p), p->nr_local,
 			      nlocal);
 		if (nlocal > inuse || (slab_held(p) == HELD_PARTIAL && p->held_used + nlocal < inuse) ||
-		    (slab_held(p) != HELD_PARTIAL && slab_held(p) != HELD_EMPTY))
+		    slab_held(p) != HELD_PARTIAL)
 			SFAIL("cache %s: cpu partial slab %p: not marked partial, its local list longer "
 			      "than its in-use count, or held_used below the objects out", s->name,
 			      page_to_virt(p));
 	}
-	if (np != c->nr_partial || empties != c->nr_empty)
-		SFAIL("cache %s: cpu partial list has %lu slabs (%u empty), nr_partial %u, nr_empty %u",
-		      s->name, np, empties, c->nr_partial, c->nr_empty);
+	if (np != c->nr_partial)
+		SFAIL("cache %s: cpu partial list has %lu slabs, nr_partial %u", s->name, np,
+		      c->nr_partial);
 	list_for_each(pos, &c->full)
 	{
 		struct page *p = list_entry(pos, struct page, slab_list);

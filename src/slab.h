@@ -37,9 +37,8 @@ struct kmem_cache_cpu {
 	/*
 	 * Frozen slabs with free objects (HELD_PARTIAL), via slab_list, first
 	 * in first out: a slab waits behind the others and gathers more frees
-	 * before it is used again.  Slabs its own frees emptied are kept at
-	 * the head (HELD_EMPTY, used first) up to EMPTY_KEEP_BYTES; the
-	 * thread gives back the others as they empty.
+	 * before it is used again.  One that the thread's own frees empty
+	 * leaves the list and goes back (cpu_partial_emptied()).
 	 */
 	struct list_head partial;
 	/*
@@ -49,17 +48,12 @@ struct kmem_cache_cpu {
 	 * them back to ->partial.
 	 */
 	struct list_head full;
-	unsigned nr_partial;   /* slabs on ->partial, the empty ones included */
-	uint16_t nr_empty;     /* HELD_EMPTY slabs on ->partial (a few: EMPTY_KEEP_BYTES) */
+	unsigned nr_partial;   /* slabs on ->partial */
 	uint16_t full_scan;    /* full slabs the next refill looks at (scan_full(); 0: FULL_SCAN) */
 } __attribute__((aligned(64))); /* one line: malloc and free touch freelist and room together */
 
-/*
- * Where the holder of a frozen slab keeps it: the low bits of page.owner.
- * No free reaches a HELD_EMPTY slab (it has no object out) before it is
- * active.
- */
-enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2, HELD_EMPTY = 3 };
+/* Where the holder of a frozen slab keeps it: the low bits of page.owner. */
+enum { HELD_ACTIVE = 0, HELD_PARTIAL = 1, HELD_FULL = 2 };
 #define HELD_MASK 3ul
 #define OWNER_BITS HELD_MASK /* slab_threads are page blocks: their addresses leave these bits free */
 

@@ -68,15 +68,12 @@ static void test_local_frees(struct rng *r)
 	}
 	CHECK(kmm_slab_validate(cache) == 0, "validate after freeing everything");
 	/*
-	 * The thread keeps its active slab and 8 KiB of empty ones; everything
-	 * else went back to the page allocator.  The node keeps no empty slab
-	 * of a cache without a constructor (min_partial is for constructed
-	 * objects): another thread would take it, cache-hot on this core.
+	 * The thread keeps its active slab; everything else went back to the
+	 * page allocator.  The node keeps no empty slab of a cache without a
+	 * constructor (min_partial is for constructed objects): another thread
+	 * would take it, cache-hot on this core.
 	 */
-	struct kmm_cache_stats st;
-	kmm_cache_stats(cache, &st);
-	unsigned long slab_bytes = st.pages_per_slab * 4096ul;
-	unsigned long bound = 1 + 8192 / slab_bytes;
+	unsigned long bound = 1;
 	CHECK(slabs_now() <= bound, "%lu slabs left after freeing %zu objects (bound %lu)",
 	      slabs_now(), n, bound);
 	free(v);
@@ -424,9 +421,9 @@ static void test_exit_leaves_slots(void)
 }
 
 /*
- * A slab larger than the 8 KiB of empty slabs a thread keeps per cache is
- * not kept at all: once every object of a 40 KiB cache (128 KiB slabs) is
- * freed, only the active slab is left (the node keeps none: no constructor).
+ * Big slabs too: once every object of a 40 KiB cache (128 KiB slabs) is
+ * freed, going partial first, only the active slab is left (the node keeps
+ * none: no constructor).
  */
 static void test_big_empty_not_kept(void)
 {
