@@ -272,6 +272,21 @@ static void test_sparse_remote_frees(void)
 	kmm_cache_destroy(sparse);
 }
 
+/* A thread that allocates one object of @cache, keeps it in @obj and exits. */
+struct one_alloc {
+	struct kmm_cache *cache;
+	void *obj;
+};
+
+static void *alloc_one_and_keep(void *arg)
+{
+	struct one_alloc *a = arg;
+	a->obj = kmm_cache_alloc(a->cache, KMM_GFP_KERNEL);
+	CHECK(a->obj != NULL, "kmm_cache_alloc in the thread");
+	test_thread_done();
+	return NULL;
+}
+
 /*
  * A refill takes one slab off the node partial list, not a batch of them:
  * another thread's refill finds the next one there instead of making a new
@@ -299,15 +314,6 @@ static void *fill_free_one_and_exit(void *arg)
 	return NULL;
 }
 
-static void *node_taken;
-static void *alloc_one(void *arg)
-{
-	(void)arg;
-	node_taken = kmm_cache_alloc(node_cache, KMM_GFP_KERNEL);
-	CHECK(node_taken != NULL, "kmm_cache_alloc(node-share) in the second thread");
-	test_thread_done();
-	return NULL;
-}
 
 static void test_node_one_slab(void)
 {
@@ -328,16 +334,17 @@ static void test_node_one_slab(void)
 	/* This thread's refill takes one of them; the second thread's another. */
 	void *mine = kmm_cache_alloc(node_cache, KMM_GFP_KERNEL);
 	CHECK(mine != NULL, "kmm_cache_alloc(node-share)");
-	CHECK(pthread_create(&t, NULL, alloc_one, NULL) == 0, "pthread_create");
+	struct one_alloc other = {node_cache, NULL};
+	CHECK(pthread_create(&t, NULL, alloc_one_and_keep, &other) == 0, "pthread_create");
 	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
-	uintptr_t a = (uintptr_t)mine & ~(slab_bytes - 1), b = (uintptr_t)node_taken & ~(slab_bytes - 1);
+	uintptr_t a = (uintptr_t)mine & ~(slab_bytes - 1), b = (uintptr_t)other.obj & ~(slab_bytes - 1);
 	kmm_cache_stats(node_cache, &st);
 	CHECK(st.num_slabs == NODE_SLABS, "%lu slabs: a refill made a new one while %d waited on the "
 	      "node", st.num_slabs, NODE_SLABS - 1);
 	CHECK(a != b, "both threads' objects in the slab at %#lx", (unsigned long)a);
 	CHECK(kmm_slab_validate(node_cache) == 0, "validate the node-share cache");
 	kmm_cache_free(node_cache, mine);
-	kmm_cache_free(node_cache, node_taken);
+	kmm_cache_free(node_cache, other.obj);
 	for (size_t i = 0; i < NODE_SLABS * node_per; i++)
 		if (node_objs[i])
 			kmm_cache_free(node_cache, node_objs[i]);
@@ -362,15 +369,6 @@ static void *alloc_one_and_exit(void *arg)
 	return NULL;
 }
 
-static void *exit_kept;
-static void *alloc_one_keep_and_exit(void *arg)
-{
-	(void)arg;
-	exit_kept = kmm_cache_alloc(exit_cache, KMM_GFP_KERNEL);
-	CHECK(exit_kept != NULL, "kmm_cache_alloc in the thread");
-	test_thread_done();
-	return NULL;
-}
 
 static void test_exit_leaves_slots(void)
 {
@@ -398,7 +396,8 @@ static void test_exit_leaves_slots(void)
 	 * rest as it needs them, each object once.
 	 */
 	before = ctor_calls;
-	CHECK(pthread_create(&t, NULL, alloc_one_keep_and_exit, NULL) == 0, "pthread_create");
+	struct one_alloc kept = {exit_cache, NULL};
+	CHECK(pthread_create(&t, NULL, alloc_one_and_keep, &kept) == 0, "pthread_create");
 	CHECK(pthread_join(t, NULL) == 0, "pthread_join");
 	made = ctor_calls - before;
 	kmm_cache_stats(exit_cache, &st);
@@ -408,13 +407,13 @@ static void test_exit_leaves_slots(void)
 	size_t n = st.objects_per_slab * 2;
 	void **v = alloc_constructed(exit_cache, n);
 	for (size_t i = 0; i < n; i++)
-		CHECK(v[i] != exit_kept, "object %zu is the one still in use", i);
+		CHECK(v[i] != kept.obj, "object %zu is the one still in use", i);
 	CHECK(ctor_calls - before <= n + 1 + st.objects_per_slab,
 	      "%lu constructor calls for %zu objects", ctor_calls - before, n + 1);
 	CHECK(kmm_slab_validate(exit_cache) == 0, "validate after taking the partly linked slab");
 	for (size_t i = 0; i < n; i++)
 		kmm_cache_free(exit_cache, v[i]);
-	kmm_cache_free(exit_cache, exit_kept);
+	kmm_cache_free(exit_cache, kept.obj);
 	free(v);
 	kmm_cache_destroy(exit_cache);
 	CHECK(kmm_tune_set(KMM_TUNE_MIN_PARTIAL, min_partial) == 0, "restoring MIN_PARTIAL");
