@@ -739,8 +739,15 @@ static struct page *free_block_containing(struct mem_section *ms, size_t idx)
 
 bool page_is_free(struct page *page)
 {
-	return (page_flags(page) & (PG_buddy | PG_pcp)) ||
-	       free_block_containing(page_section(page), page_index(page)) != NULL;
+	/* As free_block_containing(), but a pcp or isolated block counts too. */
+	struct mem_section *ms = page_section(page);
+	size_t idx = page_index(page);
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
+		struct page *p = &ms->mem_map[idx & ~((1ul << o) - 1)];
+		if ((page_flags(p) & (PG_buddy | PG_pcp | PG_isolated)) && p->order >= o)
+			return true;
+	}
+	return false;
 }
 
 bool grow_pages_exact(struct page *page, unsigned long new_nr)

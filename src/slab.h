@@ -71,7 +71,7 @@ struct kmm_cache {
 	unsigned objects;       /* slots per slab */
 	unsigned init_batch;    /* slots a holder links (touches) at a time */
 	unsigned cpu_partial_slabs; /* most slabs a thread keeps on ->partial */
-	unsigned cpu_partial_batch; /* most slabs a thread adopts (made partial by its frees) */
+	unsigned cpu_partial_batch; /* a thread adopts a slab its remote free made partial below this many on ->partial */
 	unsigned mag_limit;     /* tagged: the magazine's room (kmem_cache_cpu.room) */
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
 	unsigned long flags;

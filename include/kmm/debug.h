@@ -28,7 +28,7 @@ enum kmm_tunable {
 	KMM_TUNE_DECAY_MS,   /* ms a free block stays committed before decommit (default 1000) */
 	KMM_TUNE_USE_BRK,    /* 1: grow the heap with brk first, mmap when it can't (default 0) */
 	KMM_TUNE_PCP_HIGH,   /* pages a thread's pcp list holds before draining a batch (default 64) */
-	KMM_TUNE_MIN_PARTIAL,/* empty slabs a cache keeps (default 2) */
+	KMM_TUNE_MIN_PARTIAL,/* empty slabs a cache with a constructor keeps on its node (default 2) */
 	KMM_TUNE_STATS,      /* 1: count allocations, print the report at exit (default 0) */
 	KMM_TUNE_BACKGROUND, /* 1: a background thread decays free memory once the heap
 	                        passes 64 MiB, so RSS falls even when the program is idle (default 1) */

@@ -255,6 +255,28 @@ static void double_free_cross_thread(void *arg)
 		_exit(3);
 }
 
+/*
+ * A double free of a block whose slab went back to the page allocator in
+ * between: its frames are on a pcp list, flagged on the block's first frame
+ * only, or merged into a free buddy block.  The report still says "double
+ * free" (a second free of a block in the 7th page of an 8-page slab said
+ * only "invalid pointer").
+ */
+static int returned_back; /* which block, counted back from the last one allocated */
+static void double_free_returned_slab(void *arg)
+{
+	size_t size = *(const size_t *)arg;
+	enum { N = 256 };
+	static char *v[N];
+	for (int i = 0; i < N; i++)
+		if (!(v[i] = launder(malloc(size))))
+			_exit(3);
+	for (int i = 0; i < N; i++)
+		free(v[i]);
+	void *volatile again = v[N - 1 - returned_back];
+	free(again);
+}
+
 /* As above, but the allocating thread is still running while the other frees. */
 struct xlive {
 	size_t size;
@@ -351,6 +373,15 @@ static void test_double_free(void)
 		expect_double_free_report(double_free_deep, run_sizes[i], 0);
 		expect_double_free_report(double_free_deeper, run_sizes[i], 0);
 	}
+
+	/* The blocks of the last slabs emptied (on a pcp list), and of earlier ones (merged). */
+	static const size_t returned_sizes[] = {200, 2048, 4000};
+	static const int backs[] = {23, 40, 120};
+	for (size_t i = 0; i < ARRAY_SIZE(returned_sizes); i++)
+		for (size_t k = 0; k < ARRAY_SIZE(backs); k++) {
+			returned_back = backs[k];
+			expect_double_free_report(double_free_returned_slab, returned_sizes[i], 1);
+		}
 
 	static const size_t thread_sizes[] = {16, 64, 1000, 32768};
 	for (size_t i = 0; i < ARRAY_SIZE(thread_sizes); i++) {

@@ -314,7 +314,6 @@ static void *fill_free_one_and_exit(void *arg)
 	return NULL;
 }
 
-
 static void test_node_one_slab(void)
 {
 	node_cache = kmm_cache_create("node-share", 256, 0, 0, NULL);
@@ -368,7 +367,6 @@ static void *alloc_one_and_exit(void *arg)
 	test_thread_done();
 	return NULL;
 }
-
 
 static void test_exit_leaves_slots(void)
 {
