@@ -300,9 +300,9 @@ void shrink_pages_exact(struct page *page, unsigned long new_nr);
  */
 bool grow_pages_exact(struct page *page, unsigned long new_nr);
 /*
- * Whether @page's frame is free (in a buddy block or on a pcp list): for an
- * invalid free's report only.  No lock: the answer may be stale, but the
- * descriptors it reads always exist.
+ * Whether @page's frame is free (in a buddy block, on a pcp list, or
+ * isolated for release): for an invalid free's report only.  No lock: the
+ * answer may be stale, but the descriptors it reads always exist.
  */
 bool page_is_free(struct page *page);
 
