@@ -723,31 +723,33 @@ void shrink_pages_exact(struct page *page, unsigned long new_nr)
 	zone_maybe_decay(z);
 }
 
-/* Head of the free block that contains frame @idx of @ms, or NULL. Lock held. */
-static struct page *free_block_containing(struct mem_section *ms, size_t idx)
+/*
+ * Head of the block that contains frame @idx of @ms and whose head has one
+ * of @flags (PG_buddy: a free block on the lists), or NULL.  Lock held, or
+ * a stale answer will do (page_is_free()).
+ */
+static struct page *block_containing(struct mem_section *ms, size_t idx, unsigned flags)
 {
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
 		struct page *p = &ms->mem_map[idx & ~((1ul << o) - 1)];
-		/* p is aligned to 2^o and p <= idx < p + 2^o, so a free block of
+		/* p is aligned to 2^o and p <= idx < p + 2^o, so a block of
 		 * order >= o headed at p covers idx (one headed at a smaller order
 		 * would have been found by an earlier o). */
-		if ((page_flags(p) & PG_buddy) && p->order >= o)
+		if ((page_flags(p) & flags) && p->order >= o)
 			return p;
 	}
 	return NULL;
 }
 
+static struct page *free_block_containing(struct mem_section *ms, size_t idx)
+{
+	return block_containing(ms, idx, PG_buddy);
+}
+
 bool page_is_free(struct page *page)
 {
-	/* As free_block_containing(), but a pcp or isolated block counts too. */
-	struct mem_section *ms = page_section(page);
-	size_t idx = page_index(page);
-	for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
-		struct page *p = &ms->mem_map[idx & ~((1ul << o) - 1)];
-		if ((page_flags(p) & (PG_buddy | PG_pcp | PG_isolated)) && p->order >= o)
-			return true;
-	}
-	return false;
+	return block_containing(page_section(page), page_index(page),
+				PG_buddy | PG_pcp | PG_isolated) != NULL;
 }
 
 bool grow_pages_exact(struct page *page, unsigned long new_nr)

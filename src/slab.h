@@ -49,7 +49,7 @@ struct kmem_cache_cpu {
 	 */
 	struct list_head full;
 	unsigned nr_partial;   /* slabs on ->partial */
-	uint16_t full_scan;    /* full slabs the next refill looks at (scan_full(); 0: FULL_SCAN) */
+	uint16_t full_scan;    /* full slabs the next refill looks at (scan_full()) */
 } __attribute__((aligned(64))); /* one line: malloc and free touch freelist and room together */
 
 /* Where the holder of a frozen slab keeps it: the low bits of page.owner. */
@@ -71,7 +71,7 @@ struct kmm_cache {
 	unsigned objects;       /* slots per slab */
 	unsigned init_batch;    /* slots a holder links (touches) at a time */
 	unsigned cpu_partial_slabs; /* most slabs a thread keeps on ->partial */
-	unsigned cpu_partial_batch; /* a thread adopts a slab its remote free made partial below this many on ->partial */
+	unsigned cpu_partial_batch; /* ->partial below this: a thread adopts what its remote frees make partial */
 	unsigned mag_limit;     /* tagged: the magazine's room (kmem_cache_cpu.room) */
 	unsigned long min_partial;  /* empty slabs kept on the node partial list */
 	unsigned long flags;
