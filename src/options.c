@@ -22,6 +22,7 @@ static const struct tunable_desc tunable_table[KMM_TUNE_NR] = {
 	[KMM_TUNE_STATS] = {"KMM_STATS", 0, 0, 1},
 	[KMM_TUNE_BACKGROUND] = {"KMM_BACKGROUND", 1, 0, 1},
 	[KMM_TUNE_MAG_BYTES] = {"KMM_MAG_BYTES", 65536, 0, 1 << 20},
+	[KMM_TUNE_DIRTY_SHIFT] = {"KMM_DIRTY_SHIFT", 3, 0, 16},
 };
 
 long kmm_tunables[KMM_TUNE_NR] = {
@@ -32,6 +33,7 @@ long kmm_tunables[KMM_TUNE_NR] = {
 	[KMM_TUNE_STATS] = 0,
 	[KMM_TUNE_BACKGROUND] = 1,
 	[KMM_TUNE_MAG_BYTES] = 65536,
+	[KMM_TUNE_DIRTY_SHIFT] = 3,
 };
 
 void options_init(void)

@@ -33,6 +33,8 @@
  *   I5 PG_decay blocks are exactly those on decay_list; each has order >=
  *      DECAY_MIN_ORDER and at least one resident frame.
  *   I6 resident_pages equals the number of resident bits set.
+ *   I7 decay_pages is the frames of the blocks on decay_list; the frames
+ *      busy now (neither free nor isolated) are at most peak_busy_pages.
  *
  * Per-thread page lists (pcp): each thread caches free blocks of order <=
  * PCP_MAX_ORDER on lists of its own, refilled from and drained to the zone in
@@ -44,7 +46,9 @@
  * Giving memory back: a free block of order >= DECAY_MIN_ORDER that holds
  * resident frames joins the zone's decay list, oldest first.  Once it has
  * stayed free for KMM_TUNE_DECAY_MS it is decommitted (MADV_DONTNEED) or,
- * if it is a whole section, the section goes back to the OS.  The system
+ * if it is a whole section, the section goes back to the OS.  Sooner when
+ * the zone's resident frames pass the resident cap (note_busy()): the
+ * oldest go then, due or not.  The system
  * calls are made outside the zone lock: the blocks are first isolated.
  * The resident bitmap of each section records which frames may be resident,
  * so RSS accounting is exact up to frames the user never touched, and a
@@ -99,6 +103,7 @@ static void queue_decay(struct zone *z, struct page *page)
 {
 	set_page_flags(page, page_flags(page) | PG_decay);
 	page->freed_ms = kmm_now_ms();
+	z->decay_pages += 1ul << page->order;
 	if (unlikely(z->decay_thread_waits) && list_empty(&z->decay_list))
 		pthread_cond_signal(&z->decay_wait);
 	list_add_tail(&page->decay, &z->decay_list);
@@ -147,8 +152,10 @@ static void del_from_free_area(struct zone *z, struct page *page, unsigned order
 	if (list_empty(&z->free_area[order].free_list[mt]))
 		z->free_mask[mt] &= ~(1u << order);
 	z->free_pages -= 1ul << order;
-	if (page->flags & PG_decay)
+	if (page->flags & PG_decay) {
 		list_del(&page->decay);
+		z->decay_pages -= 1ul << order;
+	}
 	set_page_flags(page, 0);
 }
 
@@ -240,6 +247,37 @@ static bool block_leaves_zone(struct zone *z, struct page *page, size_t n)
 	unsigned long was = bits_range(page_section(page)->resident, page_index(page), n, BITS_SET);
 	z->resident_pages += n - was;
 	return was == 0;
+}
+
+/*
+ * The resident cap.  A peak of RSS is the frames in use plus the dirty ones
+ * (free, still resident).  Left to the decay delay alone, the holes that
+ * freed page runs leave - too small, or of the wrong kind, for the next
+ * request - stay dirty while the zone grows past them.  So the zone's
+ * resident frames may exceed the most frames ever busy (allocated or on pcp
+ * lists) by 1/2^KMM_DIRTY_SHIFT of them, at least DIRTY_MIN_PAGES; past
+ * that, a take decommits the oldest blocks of the decay list at once, due
+ * or not (jemalloc 3's lg_dirty_mult, against the peak).  Against the peak,
+ * not the frames busy now: a heap that shrinks between phases stays under
+ * its peak and keeps its dirty frames for the next phase; only growth that
+ * leaves holes behind pays.  Lock held.
+ */
+static void note_busy(struct zone *z, unsigned long coming_back)
+{
+	/* @coming_back frames of the take go straight back (a page run's tail). */
+	unsigned long busy = z->managed_pages - z->free_pages - coming_back;
+	if (busy > z->peak_busy_pages)
+		z->peak_busy_pages = busy;
+}
+
+/* Resident frames over the cap (0: none, or nothing on the decay list to give). */
+static unsigned long zone_resident_excess(const struct zone *z)
+{
+	long shift = kmm_tunable(KMM_TUNE_DIRTY_SHIFT);
+	if (shift == 0 || z->decay_pages == 0)
+		return 0;
+	unsigned long cap = z->peak_busy_pages + MAX(DIRTY_MIN_PAGES, z->peak_busy_pages >> shift);
+	return z->resident_pages > cap ? z->resident_pages - cap : 0;
 }
 
 static bool zone_watermark_ok(const struct zone *z, unsigned order, unsigned flags)
@@ -427,16 +465,21 @@ static struct page *zone_take(struct zone *z, unsigned flags, unsigned order, si
 {
 	kmm_lock(&z->lock);
 	struct page *page = zone_take_locked(z, flags, order, true);
+	bool over = false;
 	if (page) {
 		bool zero = block_leaves_zone(z, page, leave ? leave : 1ul << order);
 		if (zeroed)
 			*zeroed = zero;
 		set_page_flags(page, PG_head);
 		page->order = (uint8_t)order;
+		note_busy(z, leave ? (1ul << order) - leave : 0);
+		over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
 	}
 	kmm_unlock(&z->lock);
 	if (!page)
 		errno = ENOMEM;
+	else if (unlikely(over))
+		zone_decay(z, false);
 	return page;
 }
 
@@ -550,7 +593,11 @@ static noinline struct page *pcp_refill(struct per_cpu_pages *pcp, unsigned flag
 		got++;
 	}
 	__atomic_store_n(&pcp->count[order], pcp->count[order] + got, __ATOMIC_RELAXED);
+	note_busy(z, 0);
+	bool over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
 	kmm_unlock(&z->lock);
+	if (unlikely(over))
+		zone_decay(z, false);
 	return first;
 }
 
@@ -784,6 +831,7 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr)
 		i = bend;
 	}
 	page->nr_pages = (uint32_t)new_nr;
+	note_busy(z, 0);
 	kmm_unlock(&z->lock);
 	return true;
 }
@@ -1095,12 +1143,17 @@ static unsigned long decay_locked(struct zone *z, bool force)
 		huge_unmap_all(huge, nhuge);
 		kmm_lock(&z->lock);
 	}
+	/* Over the resident cap: the oldest blocks go too, due or not, to 1 MiB below it. */
+	long purge = (long)zone_resident_excess(z);
+	if (purge)
+		purge += (long)(DIRTY_MIN_PAGES / 4);
 	for (;;) {
 		unsigned n = 0;
 		while (n < DECAY_BATCH && !list_empty(&z->decay_list)) {
 			struct page *p = list_first_entry(&z->decay_list, struct page, decay);
-			if (!force && now - p->freed_ms < delay)
+			if (!force && now - p->freed_ms < delay && purge <= 0)
 				break;
+			purge -= 1l << p->order;
 			unsigned order = p->order;
 			del_from_free_area(z, p, order);
 			set_page_flags(p, PG_isolated);
@@ -1288,6 +1341,7 @@ KMM_EXPORT void kmm_zone_stats(struct kmm_zone_stats *out)
 	out->managed_pages = z->managed_pages;
 	out->free_pages = z->free_pages;
 	out->resident_pages = z->resident_pages;
+	out->peak_busy_pages = z->peak_busy_pages;
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
 		out->nr_free[o] = z->free_area[o].nr_free;
 	out->nr_sections = z->nr_sections;
@@ -1400,7 +1454,7 @@ void page_fork_child_reclaim(void)
 static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 {
 	bool ok = true;
-	unsigned long free_pages = 0, pcp_pages = 0, resident = 0, on_decay = 0;
+	unsigned long free_pages = 0, pcp_pages = 0, resident = 0, on_decay = 0, decay_pages = 0;
 	kmm_lock(&z->lock);
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
 		unsigned long n = 0;
@@ -1452,14 +1506,21 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 			VFAIL("decay list entry pfn %lu flags %#x order %u", page_to_pfn(p),
 			      p->flags, p->order);
 		on_decay++;
+		decay_pages += 1ul << p->order;
 	}
-	unsigned long buddy_heads = 0, decay_flags = 0;
+	if (decay_pages != z->decay_pages)
+		VFAIL("decay_pages %lu but the decay list holds %lu frames", z->decay_pages, decay_pages);
+	unsigned long buddy_heads = 0, decay_flags = 0, isolated = 0;
 	for (unsigned s = 0; s < z->section_hwm; s++) {
 		struct mem_section *ms = z->section[s];
 		/* A whole section isolated for release is unpublished until it goes. */
-		if (!ms || ((page_flags(&ms->mem_map[0]) & PG_isolated) &&
-			    ms->mem_map[0].order == KMM_MAX_ORDER - 1))
+		if (!ms)
 			continue;
+		if ((page_flags(&ms->mem_map[0]) & PG_isolated) &&
+		    ms->mem_map[0].order == KMM_MAX_ORDER - 1) {
+			isolated += KMM_SECTION_PAGES;
+			continue;
+		}
 		if (ms->zone != z || ms->start_pfn != (unsigned long)s * KMM_SECTION_PAGES ||
 		    pagemap_ptr(pagemap_lookup((void *)ms->vaddr)) != ms)
 			VFAIL("section %u descriptor inconsistent", s);
@@ -1475,6 +1536,8 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 				decay_flags++;
 			if (p->flags & PG_pcp)
 				pcp_pages += 1ul << p->order;
+			if (p->flags & PG_isolated)
+				isolated += 1ul << p->order;
 			if ((p->flags & PG_buddy) && p->order >= DECAY_MIN_ORDER &&
 			    !(p->flags & PG_decay) &&
 			    bits_range(ms->resident, i, 1ul << p->order, BITS_COUNT))
@@ -1497,6 +1560,9 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 		VFAIL("%lu frames flagged PG_pcp but pcp lists count %lu", pcp_pages, pcp_expected);
 	if (z->free_pages > z->managed_pages)
 		VFAIL("free_pages %lu > managed_pages %lu", z->free_pages, z->managed_pages);
+	else if (z->managed_pages - z->free_pages - isolated > z->peak_busy_pages)
+		VFAIL("%lu frames busy, above peak_busy_pages %lu",
+		      z->managed_pages - z->free_pages - isolated, z->peak_busy_pages);
 	kmm_unlock(&z->lock);
 	return ok;
 }

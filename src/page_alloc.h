@@ -158,6 +158,7 @@ struct free_area {
 #define ZONE_MAX_SECTIONS 16384 /* 64 GiB per zone */
 #define PCP_MAX_ORDER 3         /* the kernel's PAGE_ALLOC_COSTLY_ORDER */
 #define DECAY_MIN_ORDER 4       /* free blocks of >= 64 KiB are decommitted after a delay */
+#define DIRTY_MIN_PAGES 1024ul  /* the resident cap's least slack: 4 MiB (zone_resident_excess()) */
 #define HUGE_CACHE_SLOTS 16
 #define HUGE_CHUNK (2ul << 20) /* huge mappings are whole chunks (see huge_map()) */
 #define HUGE_CACHE_MIN (64ul << 20)
@@ -183,12 +184,14 @@ struct zone {
 	struct free_area free_area[KMM_MAX_ORDER];
 	unsigned free_mask[MT_TYPES];  /* bit k: free_area[k].free_list[type] non-empty */
 	struct list_head decay_list;   /* free blocks >= DECAY_MIN_ORDER with resident frames */
+	unsigned long decay_pages;     /* frames of the blocks on decay_list */
 	pthread_cond_t decay_wait;     /* the decay thread waits here (with lock) */
 	bool decay_thread_waits;       /* it does: signal when decay_list becomes non-empty */
 	unsigned long managed_pages;   /* frames in mapped sections */
 	unsigned long free_pages;      /* frames on free_area lists */
 	unsigned long pcp_pages;       /* frames on threads' pcp lists */
 	unsigned long resident_pages;  /* frames with their resident bit set */
+	unsigned long peak_busy_pages; /* the most frames ever allocated or on pcp lists */
 	unsigned long min_free_pages;  /* watermark: only KMM_GFP_HIGH goes below */
 	uint64_t last_decay_ms;
 	unsigned long sections_added, sections_released;

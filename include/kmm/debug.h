@@ -34,6 +34,9 @@ enum kmm_tunable {
 	                        passes 64 MiB, so RSS falls even when the program is idle (default 1) */
 	KMM_TUNE_MAG_BYTES,  /* bytes of objects free() keeps per thread and size class for reuse
 	                        (the magazine; 0: none; read at start-up; default 65536) */
+	KMM_TUNE_DIRTY_SHIFT,/* the zone's resident pages may exceed the most pages ever in use
+	                        by 1/2^shift of them (at least 4 MiB) before free blocks are
+	                        decommitted ahead of their delay; 0: no such cap (default 3) */
 	KMM_TUNE_NR
 };
 int kmm_tune_set(enum kmm_tunable t, long value); /* 0, or -1 with errno EINVAL */

@@ -48,6 +48,7 @@ struct kmm_zone_stats {
 	unsigned long nr_sections;          /* sections mapped */
 	unsigned long sections_added;       /* sections ever added */
 	unsigned long sections_released;    /* sections ever given back to the OS */
+	unsigned long peak_busy_pages;      /* the most pages ever allocated or on pcp lists */
 };
 void kmm_zone_stats(struct kmm_zone_stats *out);
 

@@ -74,6 +74,78 @@ static void test_trim(void)
 	       given);
 }
 
+/*
+ * The resident cap (KMM_TUNE_DIRTY_SHIFT): 32 MiB of 64 KiB blocks, every
+ * other one freed, leaves 16 MiB of holes that 128 KiB blocks cannot use
+ * (their buddies stay allocated).  Shrinking keeps the holes resident;
+ * taking 16 MiB of 128 KiB blocks brings the busy frames back to their peak
+ * and, without the cap, the resident ones 16 MiB above it.  With the cap
+ * the takes decommit holes as they pass it.  Runs first: the peak is the
+ * whole process's, and the other tests' 64 MiB would put the cap above
+ * anything this test reaches.
+ */
+#define CAP_SMALL 512 /* order-4 blocks: 32 MiB */
+#define CAP_BIG (CAP_SMALL / 4) /* order-5 blocks: 16 MiB */
+
+/*
+ * One round; returns how far the resident frames grew over the big takes,
+ * and in *@res_out and *@cap_out the resident frames after them and the cap
+ * (with the default shift when @shift is 0).
+ */
+static long cap_round(long shift, unsigned long *res_out, unsigned long *cap_out)
+{
+	static void *small[CAP_SMALL], *big[CAP_BIG];
+	struct kmm_zone_stats s0, s1, s2;
+	CHECK(kmm_tune_set(KMM_TUNE_DIRTY_SHIFT, shift) == 0, "set dirty shift %ld", shift);
+	for (int i = 0; i < CAP_SMALL; i++) {
+		small[i] = kmm_alloc_pages(KMM_GFP_KERNEL, 4);
+		CHECK(small[i] != NULL, "order 4: %s", strerror(errno));
+		memset(small[i], 0x33, 16 * KMM_PAGE_SIZE);
+	}
+	kmm_zone_stats(&s0);
+	for (int i = 0; i < CAP_SMALL; i += 2)
+		kmm_free_pages(small[i], 4);
+	kmm_zone_stats(&s1);
+	CHECK(s1.resident_pages == s0.resident_pages,
+	      "a shrinking heap keeps its dirty frames (resident %lu -> %lu)", s0.resident_pages,
+	      s1.resident_pages);
+	for (int i = 0; i < CAP_BIG; i++) {
+		big[i] = kmm_alloc_pages(KMM_GFP_KERNEL, 5);
+		CHECK(big[i] != NULL, "order 5: %s", strerror(errno));
+		memset(big[i], 0x44, 32 * KMM_PAGE_SIZE);
+	}
+	kmm_zone_stats(&s2);
+	unsigned long slack = s2.peak_busy_pages >> (shift ? shift : 3);
+	*cap_out = s2.peak_busy_pages + (slack > 1024 ? slack : 1024);
+	*res_out = s2.resident_pages;
+	CHECK(kmm_buddy_validate() == 0, "validate after the big takes");
+	for (int i = 1; i < CAP_SMALL; i += 2)
+		kmm_free_pages(small[i], 4);
+	for (int i = 0; i < CAP_BIG; i++)
+		kmm_free_pages(big[i], 5);
+	kmm_trim();
+	return (long)s2.resident_pages - (long)s1.resident_pages;
+}
+
+static void test_resident_cap(void)
+{
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 3600 * 1000) == 0, "set decay");
+	kmm_trim();
+	unsigned long res_off, res_on, cap_off, cap;
+	long grew_off = cap_round(0, &res_off, &cap_off);
+	CHECK(grew_off >= (long)(CAP_BIG * 32), "no cap: resident grew by %ld, not all %d", grew_off,
+	      CAP_BIG * 32);
+	CHECK(res_off > cap_off, "no cap: resident %lu stayed under %lu", res_off, cap_off);
+	long grew_on = cap_round(3, &res_on, &cap);
+	CHECK(res_on <= cap, "resident %lu above the cap %lu", res_on, cap);
+	CHECK(grew_on + 1024 <= grew_off, "the cap decommitted too little: resident grew by %ld, %ld without",
+	      grew_on, grew_off);
+	printf("  resident cap: 16 MiB of takes past 16 MiB of holes grew resident by %ld pages "
+	       "without the cap, %ld with it (resident %lu, cap %lu)\n",
+	       grew_off, grew_on, res_on, cap);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 1000) == 0, "restore decay");
+}
+
 /* With a delay of 0 ms a freed block is decommitted by the free itself. */
 static void test_decay_zero(void)
 {
@@ -276,6 +348,7 @@ int main(int argc, char **argv)
 		return env_child_main();
 	self_exe = argv[0];
 	test_init("test_decay", 0x6465636179303031ull);
+	test_resident_cap();
 	test_env();
 	test_brk();
 	test_trim();
