@@ -181,6 +181,16 @@ static struct list_head slab_threads = {&slab_threads, &slab_threads};
  */
 static uint64_t tag_ids[SLAB_TAG_IDS / 64];
 
+bool slab_threads_few = true;
+static unsigned nr_slab_threads; /* slab_threads_lock */
+
+/* @delta threads joined (1) or left (-1) slab_threads.  slab_threads_lock held. */
+static void threads_count(int delta)
+{
+	nr_slab_threads = (unsigned)((int)nr_slab_threads + delta);
+	__atomic_store_n(&slab_threads_few, nr_slab_threads <= MAG_SOLO_THREADS, __ATOMIC_RELAXED);
+}
+
 /* A tag for a new thread, SLAB_TAG_NONE when every id is taken.  slab_threads_lock held. */
 static uint32_t tag_get(void)
 {
@@ -245,6 +255,7 @@ static noinline struct kmem_cache_cpu *cpu_slot_get(unsigned id, unsigned flags)
 		kmm_lock(&slab_threads_lock);
 		list_add(&t->registry, &slab_threads);
 		t->tag = tag_get();
+		threads_count(1);
 		kmm_unlock(&slab_threads_lock);
 		slab_tls = t;
 		thread_register();
@@ -1173,6 +1184,7 @@ int slab_cache_setup(struct kmm_cache *s, const char *name, size_t size, size_t 
 	s->canary = offset == 0 && sz >= 2 * sizeof(void *);
 	s->tagged = false;
 	s->mag_limit = 0;
+	s->mag_solo = 0;
 	s->ctor = ctor;
 	s->name = name;
 	kmm_lock_init(&s->list_lock);
@@ -1201,6 +1213,8 @@ bool slab_cache_set_tagged(struct kmm_cache *s)
 	 */
 	unsigned long mag_bytes = (unsigned long)kmm_tunable(KMM_TUNE_MAG_BYTES);
 	s->mag_limit = mag_bytes ? (unsigned)MAX(2ul, MIN((unsigned long)MAG_MAX, mag_bytes / s->size)) : 0;
+	s->mag_solo = MAX(s->mag_limit,
+			  (unsigned)MIN((unsigned long)MAG_SOLO_MAX, MAG_SOLO_MULT * mag_bytes / s->size));
 	return true;
 }
 
@@ -1487,6 +1501,7 @@ void slab_thread_exit(void)
 	flush_thread(t);
 	list_del(&t->registry);
 	tag_put(t->tag);
+	threads_count(-1);
 	kmm_unlock(&slab_threads_lock);
 	slab_tls = NULL;
 	malloc_owner = MALLOC_OWNER_NONE;
@@ -1563,6 +1578,7 @@ void slab_fork_child_reclaim(void)
 		flush_thread(t);
 		list_del(&t->registry);
 		tag_put(t->tag);
+		threads_count(-1);
 		slab_thread_free(t);
 	}
 	kmm_unlock(&slab_threads_lock);
@@ -1677,7 +1693,7 @@ static bool cache_validate(struct kmm_cache *s)
 			break;
 		}
 		nown += slab == c->slab;
-		if (++nfl > s->objects + s->mag_limit) {
+		if (++nfl > s->objects + s->mag_solo) {
 			SFAIL("cache %s: private freelist longer than a slab and a magazine (a cycle?)",
 			      s->name);
 			break;

@@ -20,6 +20,8 @@
  * early (a slab given back with objects in use, which the validator and
  * the contents checks catch) fails.
  */
+#include <pthread.h>
+
 #include "common.h"
 #include <kmm/kmalloc.h>
 #include <kmm/slab.h>
@@ -185,6 +187,71 @@ static void run_class(struct rng *r, size_t size)
 	       after);
 }
 
+/*
+ * How many of N blocks of @size, all freed, the thread's magazine took: it
+ * takes frees while it has room and hands them back last first, so the
+ * next allocations return a run of them in reverse order of freeing.
+ */
+static size_t magazine_depth(size_t size)
+{
+	enum { N = 2000 };
+	static void *v[N], *w[N];
+	for (size_t i = 0; i < N; i++) {
+		v[i] = malloc(size);
+		CHECK(v[i] != NULL, "malloc(%zu) failed", size);
+	}
+	for (size_t i = 0; i < N; i++)
+		free(v[i]);
+	for (size_t i = 0; i < N; i++)
+		w[i] = malloc(size);
+	size_t top = N;
+	for (size_t i = 0; i < N && top == N; i++)
+		if (v[i] == w[0])
+			top = i;
+	size_t depth = 0;
+	while (depth <= top && depth < N && w[depth] == v[top - depth])
+		depth++;
+	for (size_t i = 0; i < N; i++)
+		free(w[i]);
+	return depth;
+}
+
+static pthread_barrier_t workers_hold;
+static void *worker(void *arg)
+{
+	(void)arg;
+	void *volatile p = malloc(64); /* a slab thread now (volatile: the pair is not elided) */
+	free(p);
+	pthread_barrier_wait(&workers_hold);
+	pthread_barrier_wait(&workers_hold);
+	return NULL;
+}
+
+/*
+ * A magazine holds up to 1024 small blocks while the process has at most
+ * two slab threads, and up to 256 (KMM_MAG_BYTES's bound) with more: each
+ * thread's magazines pin slabs.
+ */
+static void check_magazine_bound(void)
+{
+	size_t few = magazine_depth(96);
+	/* Blocks left on the freelist from the last refill (a slab's worth at most) were not pushed. */
+	CHECK(few > 256 + 42 && few <= 1024, "one thread: the magazine took %zu of 2000 96-byte blocks",
+	      few);
+	pthread_t t[2];
+	pthread_barrier_init(&workers_hold, NULL, 3);
+	for (int i = 0; i < 2; i++)
+		CHECK(pthread_create(&t[i], NULL, worker, NULL) == 0, "pthread_create");
+	pthread_barrier_wait(&workers_hold);
+	size_t many = magazine_depth(96);
+	CHECK(many <= 256, "three threads: the magazine took %zu of 2000 96-byte blocks", many);
+	pthread_barrier_wait(&workers_hold);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&workers_hold);
+	printf("test_free_paths: magazine depth %zu with one thread, %zu with three\n", few, many);
+}
+
 int main(void)
 {
 	uint64_t seed = test_init("test_free_paths", 0x6672656570617431ull);
@@ -195,5 +262,6 @@ int main(void)
 		run_class(&r, sizes[i]);
 	check_magazine(200);
 	check_magazine(48);
+	check_magazine_bound();
 	return test_finish();
 }
