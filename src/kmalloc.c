@@ -396,7 +396,7 @@ void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn)
 				return p;
 			}
 			unsigned long had = b.page->nr_pages;
-			if (nr == had || grow_pages_exact(b.page, nr)) {
+			if (nr == had || grow_pages_exact(b.page, nr, flags)) {
 				__atomic_fetch_add(&large_bytes, (nr - had) << KMM_PAGE_SHIFT,
 						   __ATOMIC_RELAXED);
 				if ((flags & KMM_GFP_ZERO) && size > old)

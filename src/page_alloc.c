@@ -33,7 +33,9 @@
  *   I5 PG_decay blocks are exactly those on decay_list; each has order >=
  *      DECAY_MIN_ORDER and at least one resident frame.
  *   I6 resident_pages equals the number of resident bits set.
- *   I7 decay_pages is the frames of the blocks on decay_list; the frames
+ *   I7 decay_pages is the resident frames of the blocks on decay_list (a
+ *      free block's resident bits do not change while it is listed);
+ *      isolated_pages is the frames of the PG_isolated blocks; the frames
  *      busy now (neither free nor isolated) are at most peak_busy_pages.
  *
  * Per-thread page lists (pcp): each thread caches free blocks of order <=
@@ -99,11 +101,11 @@ static unsigned long bits_range(uint64_t *bm, size_t start, size_t n, enum bits_
 
 /* ---- free_area lists ---- */
 
-static void queue_decay(struct zone *z, struct page *page)
+static void queue_decay(struct zone *z, struct page *page, unsigned long resident)
 {
 	set_page_flags(page, page_flags(page) | PG_decay);
 	page->freed_ms = kmm_now_ms();
-	z->decay_pages += 1ul << page->order;
+	z->decay_pages += resident;
 	if (unlikely(z->decay_thread_waits) && list_empty(&z->decay_list))
 		pthread_cond_signal(&z->decay_wait);
 	list_add_tail(&page->decay, &z->decay_list);
@@ -138,9 +140,12 @@ static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 	z->free_area[order].nr_free++;
 	z->free_mask[mt] |= 1u << order;
 	z->free_pages += 1ul << order;
-	if (order >= DECAY_MIN_ORDER &&
-	    bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT))
-		queue_decay(z, page);
+	if (order >= DECAY_MIN_ORDER) {
+		unsigned long resident =
+			bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT);
+		if (resident)
+			queue_decay(z, page, resident);
+	}
 }
 
 static void del_from_free_area(struct zone *z, struct page *page, unsigned order)
@@ -154,7 +159,8 @@ static void del_from_free_area(struct zone *z, struct page *page, unsigned order
 	z->free_pages -= 1ul << order;
 	if (page->flags & PG_decay) {
 		list_del(&page->decay);
-		z->decay_pages -= 1ul << order;
+		z->decay_pages -=
+			bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT);
 	}
 	set_page_flags(page, 0);
 }
@@ -262,22 +268,30 @@ static bool block_leaves_zone(struct zone *z, struct page *page, size_t n)
  * its peak and keeps its dirty frames for the next phase; only growth that
  * leaves holes behind pays.  Lock held.
  */
-static void note_busy(struct zone *z, unsigned long coming_back)
+static void note_busy(struct zone *z)
 {
-	/* @coming_back frames of the take go straight back (a page run's tail). */
-	unsigned long busy = z->managed_pages - z->free_pages - coming_back;
+	/* Blocks a decay pass set aside (lock dropped) are neither free nor busy. */
+	unsigned long busy = z->managed_pages - z->free_pages - z->isolated_pages;
 	if (busy > z->peak_busy_pages)
 		z->peak_busy_pages = busy;
 }
 
-/* Resident frames over the cap (0: none, or nothing on the decay list to give). */
+/*
+ * Resident frames over the cap, 0 if none - or if the decay list's resident
+ * frames cannot bring the zone under it (the dirt is in blocks too small to
+ * decay): a cap out of reach would decommit every block as it is freed and
+ * fault it back, for nothing.
+ */
 static unsigned long zone_resident_excess(const struct zone *z)
 {
 	long shift = kmm_tunable(KMM_TUNE_DIRTY_SHIFT);
-	if (shift == 0 || z->decay_pages == 0)
+	if (shift == 0)
 		return 0;
 	unsigned long cap = z->peak_busy_pages + MAX(DIRTY_MIN_PAGES, z->peak_busy_pages >> shift);
-	return z->resident_pages > cap ? z->resident_pages - cap : 0;
+	if (z->resident_pages <= cap)
+		return 0;
+	unsigned long excess = z->resident_pages - cap;
+	return excess <= z->decay_pages ? excess : 0;
 }
 
 static bool zone_watermark_ok(const struct zone *z, unsigned order, unsigned flags)
@@ -457,8 +471,9 @@ static struct page *zone_take_locked(struct zone *z, unsigned flags, unsigned or
 }
 
 /*
- * Take one block for a caller: its first @leave frames (all when 0) are
- * marked as leaving the zone; *zeroed tells whether they read as zeroes.
+ * Take one block for a caller: its first @leave frames (all when 0) leave
+ * the zone and the rest go straight back (a page run's tail); *zeroed tells
+ * whether the frames taken read as zeroes.
  */
 static struct page *zone_take(struct zone *z, unsigned flags, unsigned order, size_t leave,
 			      bool *zeroed)
@@ -472,7 +487,9 @@ static struct page *zone_take(struct zone *z, unsigned flags, unsigned order, si
 			*zeroed = zero;
 		set_page_flags(page, PG_head);
 		page->order = (uint8_t)order;
-		note_busy(z, leave ? (1ul << order) - leave : 0);
+		if (leave && leave < (1ul << order))
+			free_range(z, page_section(page), page_index(page) + leave, (1ul << order) - leave);
+		note_busy(z);
 		over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
 	}
 	kmm_unlock(&z->lock);
@@ -593,7 +610,7 @@ static noinline struct page *pcp_refill(struct per_cpu_pages *pcp, unsigned flag
 		got++;
 	}
 	__atomic_store_n(&pcp->count[order], pcp->count[order] + got, __ATOMIC_RELAXED);
-	note_busy(z, 0);
+	note_busy(z);
 	bool over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
 	kmm_unlock(&z->lock);
 	if (unlikely(over))
@@ -735,13 +752,6 @@ struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_or
 	/* Only the first nr frames leave the zone; the tail comes straight back. */
 	if (!(page = zone_take(z, flags, order, nr, &zeroed)))
 		return NULL;
-	if (nr < (1ul << order)) {
-		kmm_lock(&z->lock);
-		struct mem_section *ms = page_section(page);
-		size_t idx = page_index(page);
-		free_range(z, ms, idx + nr, (1ul << order) - nr);
-		kmm_unlock(&z->lock);
-	}
 	set_page_flags(page, PG_head | PG_large);
 	page->order = (uint8_t)order;
 	page->nr_pages = (uint32_t)nr;
@@ -799,7 +809,7 @@ bool page_is_free(struct page *page)
 				PG_buddy | PG_pcp | PG_isolated) != NULL;
 }
 
-bool grow_pages_exact(struct page *page, unsigned long new_nr)
+bool grow_pages_exact(struct page *page, unsigned long new_nr, unsigned flags)
 {
 	struct zone *z = &zone_normal;
 	struct mem_section *ms = page_section(page);
@@ -831,8 +841,11 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr)
 		i = bend;
 	}
 	page->nr_pages = (uint32_t)new_nr;
-	note_busy(z, 0);
+	note_busy(z);
+	bool over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
 	kmm_unlock(&z->lock);
+	if (unlikely(over))
+		zone_decay(z, false);
 	return true;
 }
 
@@ -1153,11 +1166,13 @@ static unsigned long decay_locked(struct zone *z, bool force)
 			struct page *p = list_first_entry(&z->decay_list, struct page, decay);
 			if (!force && now - p->freed_ms < delay && purge <= 0)
 				break;
-			purge -= 1l << p->order;
 			unsigned order = p->order;
+			purge -= (long)bits_range(page_section(p)->resident, page_index(p), 1ul << order,
+						  BITS_COUNT);
 			del_from_free_area(z, p, order);
 			set_page_flags(p, PG_isolated);
 			p->order = (uint8_t)order;
+			z->isolated_pages += 1ul << order;
 			batch[n++] = p;
 		}
 		if (n == 0)
@@ -1183,6 +1198,7 @@ static unsigned long decay_locked(struct zone *z, bool force)
 			struct mem_section *ms = page_section(p);
 			unsigned long was = bits_range(ms->resident, page_index(p), 1ul << p->order, BITS_CLEAR);
 			z->resident_pages -= was;
+			z->isolated_pages -= 1ul << p->order;
 			given += was;
 			if (released[i]) {
 				unsigned slot = (unsigned)(ms->start_pfn / KMM_SECTION_PAGES);
@@ -1506,10 +1522,12 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 			VFAIL("decay list entry pfn %lu flags %#x order %u", page_to_pfn(p),
 			      p->flags, p->order);
 		on_decay++;
-		decay_pages += 1ul << p->order;
+		decay_pages += bits_range(page_section(p)->resident, page_index(p), 1ul << p->order,
+					  BITS_COUNT);
 	}
 	if (decay_pages != z->decay_pages)
-		VFAIL("decay_pages %lu but the decay list holds %lu frames", z->decay_pages, decay_pages);
+		VFAIL("decay_pages %lu but the decay list holds %lu resident frames", z->decay_pages,
+		      decay_pages);
 	unsigned long buddy_heads = 0, decay_flags = 0, isolated = 0;
 	for (unsigned s = 0; s < z->section_hwm; s++) {
 		struct mem_section *ms = z->section[s];
@@ -1563,6 +1581,8 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 	else if (z->managed_pages - z->free_pages - isolated > z->peak_busy_pages)
 		VFAIL("%lu frames busy, above peak_busy_pages %lu",
 		      z->managed_pages - z->free_pages - isolated, z->peak_busy_pages);
+	if (isolated != z->isolated_pages)
+		VFAIL("%lu frames isolated but isolated_pages %lu", isolated, z->isolated_pages);
 	kmm_unlock(&z->lock);
 	return ok;
 }

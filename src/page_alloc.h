@@ -184,7 +184,8 @@ struct zone {
 	struct free_area free_area[KMM_MAX_ORDER];
 	unsigned free_mask[MT_TYPES];  /* bit k: free_area[k].free_list[type] non-empty */
 	struct list_head decay_list;   /* free blocks >= DECAY_MIN_ORDER with resident frames */
-	unsigned long decay_pages;     /* frames of the blocks on decay_list */
+	unsigned long decay_pages;     /* resident frames of the blocks on decay_list */
+	unsigned long isolated_pages;  /* frames of blocks a decay pass set aside (PG_isolated) */
 	pthread_cond_t decay_wait;     /* the decay thread waits here (with lock) */
 	bool decay_thread_waits;       /* it does: signal when decay_list becomes non-empty */
 	unsigned long managed_pages;   /* frames in mapped sections */
@@ -301,7 +302,7 @@ void shrink_pages_exact(struct page *page, unsigned long new_nr);
  * Grow a run from alloc_pages_exact() in place to @new_nr pages if the
  * frames behind it are free; true on success.
  */
-bool grow_pages_exact(struct page *page, unsigned long new_nr);
+bool grow_pages_exact(struct page *page, unsigned long new_nr, unsigned flags);
 /*
  * Whether @page's frame is free (in a buddy block, on a pcp list, or
  * isolated for release): for an invalid free's report only.  No lock: the

@@ -54,7 +54,7 @@
  * down to the rare transitions, see set_place()).  malloc's free() puts an
  * object of a kmalloc class on top of the thread's magazine for the class
  * instead - the slot's private freelist, whichever slab the object is from,
- * up to the class's mag_limit - where the next malloc finds it warm; it
+ * up to the class's mag_cap() - where the next malloc finds it warm; it
  * learns that the slab is the thread's from the frame's slab tag (slab.h),
  * not from the descriptor.  Objects in a magazine count as in use in their
  * slabs.  Any other free is one CAS pushing the object on the slab's shared

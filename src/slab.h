@@ -26,10 +26,11 @@ struct kmem_cache_cpu {
 	void *freelist;
 	/*
 	 * Magazine room: free()'s pushes count it down, pops count it up, and
-	 * a new freelist resets it to the cache's mag_limit.  At 0 free() puts
-	 * objects on their slabs' own lists instead, so the list holds at most
-	 * mag_limit objects beyond what a refill put there, and a thread that
-	 * never allocated from the class (0 from the start) keeps none.
+	 * a new freelist resets it to the cache's mag_cap() (mag_limit, or
+	 * mag_solo while the process's threads are few) less its length.  At 0
+	 * free() puts objects on their slabs' own lists instead, so the list
+	 * holds at most mag_cap() objects as of the last refill, and a thread
+	 * that never allocated from the class (0 from the start) keeps none.
 	 */
 	int room;
 	uint32_t gc_mark;      /* low bits of freelist at mag_gc()'s last look */
@@ -85,7 +86,7 @@ struct kmm_cache {
 	 * A malloc size class (slab_cache_set_tagged(), before any slab
 	 * exists; canary, free pointer at 0, a slot in every thread's first
 	 * chunk): its slabs carry slab tags, and free() takes its objects into
-	 * magazines of mag_limit.
+	 * magazines of mag_cap().
 	 */
 	bool tagged;
 
