@@ -285,9 +285,9 @@ static always_inline void *slab_cpu_pop(const struct kmm_cache *s, struct kmem_c
  * that is little.  sh6bench's batches of 1000 small objects, freed past a
  * magazine of 256, emptied their slabs, and each turn of a class built
  * them again: 1 thread 1.30x mimalloc's time -> 1.14x, peak RSS 2.0 -> 2.3
- * MiB; python, sqlite, redis and gcc unchanged.  With three threads (xmalloc
- * at 2: a producer, a consumer and main) a bound of 512 cost 37% of the
- * time, so past two it is mag_limit again.
+ * MiB; python, sqlite, redis and gcc unchanged.  At three threads
+ * (sh6bench's two workers and main) the same bound bought 10% of the time
+ * for 20% more RSS, so past two it is mag_limit again.
  */
 #define MAG_SOLO_THREADS 2
 #define MAG_SOLO_MAX 1024
