@@ -49,7 +49,7 @@
  * resident frames joins the zone's decay list, oldest first.  Once it has
  * stayed free for KMM_TUNE_DECAY_MS it is decommitted (MADV_DONTNEED) or,
  * if it is a whole section, the section goes back to the OS.  Sooner when
- * the zone's resident frames pass the resident cap (note_busy()): the
+ * the zone's resident frames pass the resident cap (took_frames()): the
  * oldest go then, due or not.  The system
  * calls are made outside the zone lock: the blocks are first isolated.
  * The resident bitmap of each section records which frames may be resident,
@@ -266,14 +266,21 @@ static bool block_leaves_zone(struct zone *z, struct page *page, size_t n)
  * or not (jemalloc 3's lg_dirty_mult, against the peak).  Against the peak,
  * not the frames busy now: a heap that shrinks between phases stays under
  * its peak and keeps its dirty frames for the next phase; only growth that
- * leaves holes behind pays.  Lock held.
+ * leaves holes behind pays.
  */
-static void note_busy(struct zone *z)
+static unsigned long zone_resident_excess(const struct zone *z);
+
+/*
+ * After a take, lock held: the busy frames are noted; true if the caller,
+ * once it has dropped the lock, is to decay the zone down to the cap.
+ */
+static bool took_frames(struct zone *z, unsigned flags)
 {
 	/* Blocks a decay pass set aside (lock dropped) are neither free nor busy. */
 	unsigned long busy = z->managed_pages - z->free_pages - z->isolated_pages;
 	if (busy > z->peak_busy_pages)
 		z->peak_busy_pages = busy;
+	return (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
 }
 
 /*
@@ -489,8 +496,7 @@ static struct page *zone_take(struct zone *z, unsigned flags, unsigned order, si
 		page->order = (uint8_t)order;
 		if (leave && leave < (1ul << order))
 			free_range(z, page_section(page), page_index(page) + leave, (1ul << order) - leave);
-		note_busy(z);
-		over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
+		over = took_frames(z, flags);
 	}
 	kmm_unlock(&z->lock);
 	if (!page)
@@ -610,8 +616,7 @@ static noinline struct page *pcp_refill(struct per_cpu_pages *pcp, unsigned flag
 		got++;
 	}
 	__atomic_store_n(&pcp->count[order], pcp->count[order] + got, __ATOMIC_RELAXED);
-	note_busy(z);
-	bool over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
+	bool over = took_frames(z, flags);
 	kmm_unlock(&z->lock);
 	if (unlikely(over))
 		zone_decay(z, false);
@@ -841,8 +846,7 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr, unsigned flags)
 		i = bend;
 	}
 	page->nr_pages = (uint32_t)new_nr;
-	note_busy(z);
-	bool over = (flags & KMM_GFP_DIRECT_OS) && zone_resident_excess(z);
+	bool over = took_frames(z, flags);
 	kmm_unlock(&z->lock);
 	if (unlikely(over))
 		zone_decay(z, false);
@@ -1167,9 +1171,9 @@ static unsigned long decay_locked(struct zone *z, bool force)
 			if (!force && now - p->freed_ms < delay && purge <= 0)
 				break;
 			unsigned order = p->order;
-			purge -= (long)bits_range(page_section(p)->resident, page_index(p), 1ul << order,
-						  BITS_COUNT);
-			del_from_free_area(z, p, order);
+			unsigned long listed = z->decay_pages;
+			del_from_free_area(z, p, order); /* takes its resident frames off decay_pages */
+			purge -= (long)(listed - z->decay_pages);
 			set_page_flags(p, PG_isolated);
 			p->order = (uint8_t)order;
 			z->isolated_pages += 1ul << order;
