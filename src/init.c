@@ -9,6 +9,7 @@
  */
 #include <pthread.h>
 
+#include "midheap.h"
 #include "os.h"
 #include "page_alloc.h"
 #include "slab.h"
@@ -55,6 +56,7 @@ static void fork_prepare(void)
 	pthread_mutex_lock(&init_lock);
 	mempool_fork_prepare();
 	slab_fork_prepare();
+	mid_fork_prepare();
 	page_fork_prepare();
 	pagemap_fork_prepare();
 	os_fork_prepare();
@@ -65,6 +67,7 @@ static void fork_parent(void)
 	os_fork_parent();
 	pagemap_fork_parent();
 	page_fork_parent();
+	mid_fork_parent();
 	slab_fork_parent();
 	mempool_fork_parent();
 	pthread_mutex_unlock(&init_lock);
@@ -75,6 +78,7 @@ static void fork_child(void)
 	os_fork_child();
 	pagemap_fork_child();
 	page_fork_child();
+	mid_fork_child();
 	slab_fork_child();
 	mempool_fork_child();
 	pthread_mutex_init(&init_lock, NULL);
@@ -91,6 +95,7 @@ void kmm_init(void)
 		page_alloc_init();
 		slab_init();
 		kmalloc_init();
+		mid_init();
 		/* The key must exist before any thread registers (no allocation here). */
 		if (pthread_key_create(&thread_key, thread_exit) != 0)
 			kmm_fatal("kmm_init", "pthread_key_create failed");
@@ -116,6 +121,7 @@ KMM_EXPORT unsigned long kmm_trim(void)
 	kmm_ensure_init();
 	slab_flush_local();
 	slab_shrink_all();
+	mid_trim();
 	pcp_drain_local();
 	return zone_decay(&zone_normal, true);
 }

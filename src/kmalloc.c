@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "kmalloc.h"
+#include "midheap.h"
 #include "os.h"
 #include "slab.h"
 
@@ -260,6 +261,8 @@ static noinline void *kmalloc_pages(size_t size, size_t align, unsigned flags)
 void *kmalloc_core(size_t size, size_t align, unsigned flags)
 {
 	if (likely(align <= 16)) {
+		if (size > MID_MIN_SIZE && size <= MID_MAX_SIZE && (flags & KMALLOC_GFP_MID))
+			return mid_alloc(size, flags);
 		if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE))
 			return slab_alloc(&kmalloc_caches[kmalloc_index(size)], flags);
 		return kmalloc_pages(size, 0, flags);
@@ -301,7 +304,7 @@ KMM_EXPORT void *kmm_kcalloc(size_t n, size_t size, unsigned flags)
 
 /* ---- pointers back ---- */
 
-enum block_kind { BLOCK_SLAB, BLOCK_LARGE, BLOCK_HUGE };
+enum block_kind { BLOCK_SLAB, BLOCK_LARGE, BLOCK_HUGE, BLOCK_MID };
 struct block {
 	enum block_kind kind;
 	struct page *page;     /* slab head, or run head */
@@ -332,8 +335,12 @@ static always_inline struct block classify(const void *p, const char *fn)
 		b.page = page;
 		return b;
 	}
-	b.page = compound_head(page);
-	KMM_CHECK(page_flags(b.page) & PG_slab, fn, "invalid pointer %p%s", p,
+	b.page = compound_head_flags(page, &flags);
+	if (unlikely(flags & PG_mid)) {
+		b.kind = BLOCK_MID;
+		return b; /* the mid heap checks the pointer itself */
+	}
+	KMM_CHECK(flags & PG_slab, fn, "invalid pointer %p%s", p,
 		  page_is_free(page) ? " (double free?)" : "");
 	slab_check_object(b.page->slab_cache, b.page, p, fn);
 	return b;
@@ -352,6 +359,8 @@ void kfree_checked(void *p, const char *fn)
 	struct block b = classify(p, fn);
 	if (likely(b.kind == BLOCK_SLAB))
 		slab_free_object(b.page->slab_cache, b.page, p, fn);
+	else if (b.kind == BLOCK_MID)
+		mid_free(b.page, p, fn);
 	else if (b.kind == BLOCK_LARGE)
 		free_large(b.page);
 	else
@@ -365,8 +374,10 @@ KMM_EXPORT void kmm_kfree(const void *p)
 	kfree_checked((void *)p, "kmm_kfree");
 }
 
-static size_t block_size(const struct block *b)
+static size_t block_size(const struct block *b, const void *p, const char *fn)
 {
+	if (b->kind == BLOCK_MID)
+		return mid_usable_size(b->page, p, fn);
 	if (b->kind == BLOCK_SLAB)
 		return b->page->slab_cache->object_size;
 	if (b->kind == BLOCK_LARGE)
@@ -377,7 +388,7 @@ static size_t block_size(const struct block *b)
 size_t ksize_checked(const void *p, const char *fn)
 {
 	struct block b = classify(p, fn);
-	return block_size(&b);
+	return block_size(&b, p, fn);
 }
 
 KMM_EXPORT size_t kmm_ksize(const void *p)
@@ -398,12 +409,18 @@ KMM_EXPORT size_t kmm_kmalloc_size_class(size_t size)
 void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn)
 {
 	struct block b = classify(p, fn);
-	size_t old = block_size(&b);
+	size_t old = block_size(&b, p, fn);
 	unsigned long nr = (size + KMM_PAGE_SIZE - 1) >> KMM_PAGE_SHIFT;
 	switch (b.kind) {
 	case BLOCK_SLAB:
 		/* Keep the slot unless a smaller class would save more than half of it. */
 		if (size <= old && (size > old / 2 || old <= 64))
+			return p;
+		break;
+	case BLOCK_MID:
+		/* In place unless the size leaves the heap's range (or shrinks to under half of it). */
+		if (size <= MID_MAX_SIZE && (size > MID_MIN_SIZE || size > old / 2) &&
+		    mid_resize(b.page, p, size, fn))
 			return p;
 		break;
 	case BLOCK_LARGE:
@@ -466,6 +483,11 @@ void kmalloc_totals(struct kmalloc_totals *t)
 		kmm_cache_stats(&kmalloc_caches[i], &st);
 		t->slab_bytes += (unsigned long long)st.active_objs * st.size;
 	}
+	struct mid_totals m;
+	mid_totals(&m);
+	t->mid_bytes = m.in_use_bytes;
+	t->mid_blocks = m.blocks;
+	t->mid_arena_bytes = m.arena_bytes;
 	t->large_bytes = __atomic_load_n(&large_bytes, __ATOMIC_RELAXED);
 	t->large_blocks = __atomic_load_n(&large_blocks, __ATOMIC_RELAXED);
 	t->huge_bytes = __atomic_load_n(&huge_bytes, __ATOMIC_RELAXED);

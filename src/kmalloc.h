@@ -89,6 +89,13 @@ static always_inline void *kmalloc_cpu_pop(struct kmem_cache_cpu *c)
 }
 
 /* Allocate @size (> 0) bytes aligned to @align (a power of two; 0 or <= 16: default). */
+/*
+ * Internal gfp bit (outside KMM_GFP_VALID_MASK): a malloc-family request,
+ * which kmalloc_core() serves from the mid heap where its size falls there
+ * (midheap.h); the lower layers ignore it.
+ */
+#define KMALLOC_GFP_MID 0x100u
+_Static_assert((KMALLOC_GFP_MID & KMM_GFP_VALID_MASK) == 0, "an internal gfp bit");
 void *kmalloc_core(size_t size, size_t align, unsigned flags);
 /* Free a non-NULL pointer. */
 void kfree_checked(void *p, const char *fn);
@@ -103,6 +110,9 @@ void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn);
 
 struct kmalloc_totals {
 	unsigned long long slab_bytes;   /* slots in kmalloc slabs, in use (SLUB-style count) */
+	unsigned long long mid_bytes;    /* malloc's mid-size blocks, headers included */
+	unsigned long mid_blocks;
+	unsigned long long mid_arena_bytes; /* the mid heap's arenas */
 	unsigned long long large_bytes;  /* page runs handed out */
 	unsigned long large_blocks;
 	unsigned long long huge_bytes;   /* blocks mapped on their own */

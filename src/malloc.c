@@ -31,11 +31,12 @@
 #include <string.h>
 
 #include "kmalloc.h"
+#include "midheap.h"
 #include "page_alloc.h"
 #include "slab.h"
 #include "stats.h"
 
-#define MALLOC_FLAGS KMM_GFP_KERNEL
+#define MALLOC_FLAGS (KMM_GFP_KERNEL | KMALLOC_GFP_MID)
 /*
  * malloc never uses kmalloc-8: every block is at least 16 bytes, so every
  * result is 16-byte aligned (as glibc's) and every free slot of a class it
@@ -106,7 +107,7 @@ static void *do_realloc(void *p, size_t size, const char *fn)
 static noinline void *malloc_slow(size_t size)
 {
 	char *owner = malloc_owner;
-	if (likely(owner != MALLOC_OWNER_NONE) && size <= KMM_KMALLOC_MAX_CACHE_SIZE) {
+	if (likely(owner != MALLOC_OWNER_NONE) && size <= MID_MIN_SIZE) {
 		struct slab_thread *t = malloc_owner_thread(owner);
 		/* The slot's private freelist is empty (malloc() tried it). */
 		struct kmem_cache_cpu *c = kmalloc_slot_for(owner, size);
@@ -124,12 +125,20 @@ KMM_EXPORT void *malloc(size_t size)
 {
 	char *owner = malloc_owner;
 	void *obj;
+	/* Above MID_MIN_SIZE: the mid heap (malloc_slow()), then page runs. */
+#if MID_MIN_SIZE <= KMALLOC_SLOT_TABLE_MAX
+	if (likely(size <= MID_MIN_SIZE))
+		obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
+	else
+		obj = NULL;
+#else
 	if (likely(size <= KMALLOC_SLOT_TABLE_MAX))
 		obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
-	else if (size <= KMM_KMALLOC_MAX_CACHE_SIZE)
+	else if (size <= MID_MIN_SIZE)
 		obj = kmalloc_cpu_pop(kmalloc_slot_of_big(owner, size));
 	else
 		obj = NULL;
+#endif
 	if (likely(obj != NULL))
 		return obj;
 	return malloc_slow(size);
@@ -162,6 +171,8 @@ static noinline void free_other(void *p, uintptr_t e, size_t idx, char *owner)
 	if (unlikely(stats_enabled))
 		return free_slow(p);
 	struct page *slab = compound_head_flags(frame_slab(ms, idx), &flags);
+	if (flags == (PG_head | PG_mid))
+		return mid_free(slab, p, "free");
 	if (unlikely(!(flags & PG_slab)))
 		return free_slow(p);
 	struct kmm_cache *s = slab->slab_cache;

@@ -67,6 +67,8 @@ void os_deadline_ms(struct timespec *ts, long ms);
 
 /* Peak resident set of the process in KiB (getrusage). */
 long os_peak_rss_kb(void);
+/* CPUs online (at least 1 where the system cannot tell). */
+long os_nr_cpus(void);
 
 /*
  * Sections for a zone: @size bytes naturally aligned to @size.  Taken from

@@ -178,6 +178,8 @@ void os_deadline_ms(struct timespec *ts, long ms)
 	}
 }
 
+long os_nr_cpus(void) { return sysconf(_SC_NPROCESSORS_ONLN); }
+
 long os_peak_rss_kb(void)
 {
 	struct rusage ru;

@@ -31,6 +31,7 @@ enum {
 	PG_large = 1u << 5, /* with PG_head: a kmalloc block of ->nr_pages */
 	PG_decay = 1u << 6, /* with PG_buddy: queued on the zone's decay list */
 	PG_isolated = 1u << 7, /* taken off the lists to be decommitted/released */
+	PG_mid = 1u << 8,   /* with PG_head: an arena of malloc's mid-size heap (midheap.c) */
 };
 
 struct kmm_cache;

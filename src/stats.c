@@ -22,7 +22,9 @@ bool stats_enabled;
 /* Per class: kmalloc classes, then page runs, then huge blocks. */
 #define STAT_LARGE NR_KMALLOC_CLASSES
 #define STAT_HUGE (NR_KMALLOC_CLASSES + 1)
-static unsigned long long stat_allocs[NR_KMALLOC_CLASSES + 2];
+#define STAT_MID (NR_KMALLOC_CLASSES + 2)
+#define NR_STAT_CLASSES (NR_KMALLOC_CLASSES + 3)
+static unsigned long long stat_allocs[NR_STAT_CLASSES];
 static unsigned long long bytes_in_use, peak_bytes_in_use;
 
 static unsigned stat_class(void *p, size_t *bytes, const char *fn)
@@ -37,7 +39,7 @@ static unsigned stat_class(void *p, size_t *bytes, const char *fn)
 		*bytes = head->slab_cache->size;
 		return id < NR_KMALLOC_CLASSES ? id : STAT_LARGE;
 	}
-	return STAT_LARGE;
+	return page_flags(head) & PG_mid ? STAT_MID : STAT_LARGE;
 }
 
 void stats_alloc(void *p)
@@ -78,7 +80,10 @@ KMM_EXPORT void kmm_heap_stats(struct kmm_heap_stats *h)
 	h->large_blocks = t.large_blocks;
 	h->huge_bytes = t.huge_bytes;
 	h->huge_blocks = t.huge_blocks;
-	h->in_use_bytes = slab_bytes_in_use() + t.large_bytes + t.huge_bytes;
+	h->in_use_bytes = slab_bytes_in_use() + t.mid_bytes + t.large_bytes + t.huge_bytes;
+	h->mid_bytes = t.mid_bytes;
+	h->mid_blocks = t.mid_blocks;
+	h->mid_arena_bytes = t.mid_arena_bytes;
 	h->peak_in_use_bytes = __atomic_load_n(&peak_bytes_in_use, __ATOMIC_RELAXED);
 	h->metadata_bytes = zone_metadata_bytes() + pagemap_bytes();
 	h->resident_bytes = (unsigned long long)z.resident_pages * KMM_PAGE_SIZE + t.huge_mapped +
@@ -109,20 +114,23 @@ KMM_EXPORT void kmm_stats_print(FILE *out)
 		mib(h.in_use_bytes));
 	fprintf(out, "zone bytes               %14llu (%.1f MiB), peak %.1f MiB\n", h.zone_bytes,
 		mib(h.zone_bytes), mib(h.peak_zone_bytes));
+	fprintf(out, "mid heap                 %14llu bytes in %lu blocks, arenas %.1f MiB\n",
+		h.mid_bytes, h.mid_blocks, mib(h.mid_arena_bytes));
 	fprintf(out, "page runs                %14llu bytes in %lu blocks\n", h.large_bytes, h.large_blocks);
 	fprintf(out, "huge blocks              %14llu bytes in %lu blocks\n", h.huge_bytes, h.huge_blocks);
 	fprintf(out, "metadata                 %14llu bytes\n", h.metadata_bytes);
 	fprintf(out, "resident (kmm)           %14llu (%.1f MiB)\n", h.resident_bytes, mib(h.resident_bytes));
 	fprintf(out, "peak RSS (process)       %14ld KiB\n", h.peak_rss_kb);
 	fprintf(out, "-- allocations per size class --\n");
-	for (unsigned i = 0; i < NR_KMALLOC_CLASSES + 2; i++) {
+	for (unsigned i = 0; i < NR_STAT_CLASSES; i++) {
 		unsigned long long n = __atomic_load_n(&stat_allocs[i], __ATOMIC_RELAXED);
 		if (!n)
 			continue;
 		if (i < NR_KMALLOC_CLASSES)
 			fprintf(out, "%-17s %14llu\n", kmalloc_cache(i)->name, n);
 		else
-			fprintf(out, "%-17s %14llu\n", i == STAT_LARGE ? "page-runs" : "huge", n);
+			fprintf(out, "%-17s %14llu\n",
+				i == STAT_LARGE ? "page-runs" : i == STAT_MID ? "mid-heap" : "huge", n);
 	}
 }
 

@@ -9,7 +9,8 @@
  * slabs, so they can empty).
  *
  * For classes from 48 B to 40 KB (slabs of 1 to 64 pages; the ones above
- * 8 KiB through malloc's second slot table), a thread
+ * 4 KiB, which malloc serves from its mid heap, through kmm_kmalloc(), their
+ * frees still through free()), a thread
  * allocates many blocks, frees a random half and checks the slab
  * invariants, allocates again into the holes, and frees everything in a
  * random order, then works with another class for a while (the magazine
@@ -126,6 +127,12 @@ static void check_magazine(size_t size)
 		free(v[i]);
 }
 
+/* malloc's blocks above 4 KiB come from the mid heap: the slab classes there through kmalloc. */
+static void *alloc_block(size_t size)
+{
+	return size > 4096 ? kmm_kmalloc(size, KMM_GFP_KERNEL) : malloc(size);
+}
+
 static void run_class(struct rng *r, size_t size)
 {
 	static size_t order[NBLOCKS];
@@ -141,7 +148,7 @@ static void run_class(struct rng *r, size_t size)
 	unsigned long before = num_slabs(name, &pages);
 
 	for (size_t i = 0; i < n; i++) {
-		blocks[i] = malloc(size);
+		blocks[i] = alloc_block(size);
 		CHECK(blocks[i] != NULL, "malloc(%zu) failed", size);
 		fill(i, size);
 	}
@@ -158,7 +165,7 @@ static void run_class(struct rng *r, size_t size)
 	}
 	CHECK(kmm_slab_validate(NULL) == 0, "%s: slab invariants broken after half the frees", name);
 	for (size_t k = 0; k < n / 2; k++) {
-		blocks[order[k]] = malloc(size);
+		blocks[order[k]] = alloc_block(size);
 		CHECK(blocks[order[k]] != NULL, "malloc(%zu) failed", size);
 		fill(order[k], size);
 	}

@@ -1,0 +1,612 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * midheap.c - malloc's heap for mid sizes (4 KiB .. 64 KiB).
+ *
+ * Why not slabs: a slab class of n bytes rounds a request up by as much as
+ * a quarter and keeps room for its own peak, and above a few KiB a slab
+ * holds only a handful of blocks, so the free slots of half-empty slabs and
+ * the rounding hold more memory than the blocks themselves lose to any
+ * other scheme (alloc-test: 40 MiB of slabs for 34 MiB of class-rounded
+ * blocks of 29.5 MiB requested).  Blocks this large are few per second, so
+ * a heap that fits them to the byte and merges what is freed is worth a
+ * lock and a few list operations per call.
+ *
+ * Layout.  An arena is a 1 MiB block of the buddy allocator (its head frame
+ * PG_head | PG_mid, its tails compound, so free() finds it from any frame).
+ * It holds a header, then chunks end to end, then a sentinel header that
+ * is always "in use":
+ *
+ *   | arena | chunk | chunk | ... | chunk | sentinel |
+ *
+ * A chunk is a 16-byte header and its payload (16-byte aligned, a multiple
+ * of 16 bytes): the size of the chunk and its MID_INUSE flag; prev_size,
+ * the size of the chunk before it while that one is free and 0 while it is
+ * in use (the boundary tag that lets a freed chunk find its predecessor);
+ * and for a chunk in use a canary of its address and size that catches
+ * invalid and double frees.  A chunk's change of state writes its
+ * successor's prev_size and never reads it: the successor of a large free
+ * chunk is a line nobody has touched for a while, and a store to it costs
+ * no wait where a read-modify-write of a flag there would.
+ *
+ * Invariants (mid_validate_heap() checks them): the chunks of an arena tile
+ * it exactly; no two free chunks are adjacent (a free merges at once); a
+ * chunk's prev_size is its predecessor's size if that is free, else 0
+ * (the first chunk's is 0); every free chunk is on
+ * exactly the list its size maps to, and that list's bit is set.
+ *
+ * Free chunks are kept in segregated lists, 16 per power of two (two-level
+ * bitmaps, as TLSF): a request looks at a few chunks of its own list for
+ * one that fits (best fit where it is cheap), then takes the first chunk of
+ * the smallest non-empty list whose every chunk fits, and splits off the
+ * rest.  O(1) in the number of free chunks.
+ *
+ * Heaps.  Threads are dealt heaps round robin (4 per CPU, at most
+ * MID_MAX_HEAPS), each with its own lock and arenas, so threads seldom
+ * share a lock; a free takes the lock of the block's own heap, whichever
+ * thread frees.  A heap keeps one empty arena for reuse and gives further
+ * empty ones back to the buddy allocator at once (whose decay returns the
+ * frames to the OS).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "midheap.h"
+#include "os.h"
+#include "page_alloc.h"
+
+#define MID_ARENA_SIZE (KMM_PAGE_SIZE << MID_ARENA_ORDER)
+#define MID_HDR 16u
+#define MID_GRAIN 16u
+#define MID_MIN_CHUNK 32u /* a header and a free chunk's two links */
+#define MID_INUSE 1u
+#define MID_FLAGS (MID_GRAIN - 1)
+#define MID_SL_SHIFT 4
+#define MID_SL (1u << MID_SL_SHIFT)
+#define MID_FL 21 /* chunk sizes below 2^21 (an arena is 2^20) */
+#define MID_FIT_SCAN 8 /* chunks of the request's own list looked at for a fit */
+#define MID_MAX_HEAPS 32
+
+struct mid_chunk {
+	uint32_t prev_size; /* the previous chunk's size while it is free, else 0 */
+	uint32_t canary;    /* in use: mid_canary(); 0 once freed */
+	uint32_t head;      /* size | MID_INUSE */
+	uint32_t spare;
+	/* Free chunks only, in the payload: */
+	struct mid_chunk *next, *prev;
+};
+
+struct mid_heap;
+struct mid_arena {
+	struct mid_heap *heap;
+	struct list_head link; /* heap->arenas */
+	uint32_t used;         /* bytes of chunks in use */
+	uint32_t pad[5];
+};
+/* The first chunk's header follows the arena header; payloads are 16-byte aligned. */
+_Static_assert(sizeof(struct mid_arena) % MID_GRAIN == 0, "arena header");
+#define MID_FIRST_OFF ((uint32_t)sizeof(struct mid_arena))
+#define MID_SPACE ((uint32_t)(MID_ARENA_SIZE - MID_FIRST_OFF - MID_HDR))
+
+struct __attribute__((aligned(64))) mid_heap {
+	kmm_lock_t lock;
+	uint32_t fl_map;           /* bit f: some sl_map[f] bit is set */
+	uint16_t sl_map[MID_FL];   /* bit s: free[f][s] is not empty */
+	struct mid_chunk *free[MID_FL][MID_SL];
+	struct list_head arenas;
+	/* Written under the lock, read by mid_totals() without it (relaxed). */
+	unsigned long long in_use;
+	unsigned long blocks;
+	unsigned nr_arenas;
+	unsigned nr_empty;         /* arenas that are one free chunk */
+	/*
+	 * Set (release) once the lock and lists are initialised, when the
+	 * heap is first dealt: the heaps no thread uses stay untouched bss,
+	 * not 3 KiB of every process's RSS each.
+	 */
+	bool ready;
+};
+
+static struct mid_heap mid_heaps[MID_MAX_HEAPS];
+static unsigned mid_nr_heaps = 1;
+static unsigned mid_next_heap;
+static kmm_lock_t mid_ready_lock = KMM_LOCK_INIT; /* initialises heaps; fork takes it first */
+static uint32_t mid_secret;
+static __thread struct mid_heap *mid_tls __attribute__((tls_model("initial-exec")));
+
+static always_inline uint32_t chunk_size(const struct mid_chunk *c) { return c->head & ~MID_FLAGS; }
+static always_inline struct mid_chunk *chunk_at(void *base, size_t off)
+{
+	return (struct mid_chunk *)((char *)base + off);
+}
+static always_inline struct mid_chunk *next_chunk(struct mid_chunk *c)
+{
+	return chunk_at(c, chunk_size(c));
+}
+static always_inline uint32_t mid_canary(const struct mid_chunk *c)
+{
+	uint32_t a = (uint32_t)((uintptr_t)c >> 4) * 0x9e3779b1u;
+	return (a ^ chunk_size(c) ^ mid_secret) | 1u; /* never 0, the freed mark */
+}
+static always_inline void *chunk_payload(struct mid_chunk *c) { return (char *)c + MID_HDR; }
+static always_inline struct mid_chunk *payload_chunk(const void *p)
+{
+	return (struct mid_chunk *)((char *)p - MID_HDR);
+}
+static always_inline void store_rel(unsigned long long *v, unsigned long long x)
+{
+	__atomic_store_n(v, x, __ATOMIC_RELAXED);
+}
+
+/* ---- the free lists ---- */
+
+/* The list of chunks of @size: f = floor(log2), s = the next four bits (0 below 256 B). */
+static always_inline void mapping(uint32_t size, unsigned *f, unsigned *s)
+{
+	unsigned fl = ilog2_ul(size);
+	*f = fl;
+	*s = fl < 8 ? 0 : (size >> (fl - MID_SL_SHIFT)) & (MID_SL - 1);
+}
+
+static always_inline void free_list_add(struct mid_heap *h, struct mid_chunk *c)
+{
+	unsigned f, s;
+	mapping(chunk_size(c), &f, &s);
+	struct mid_chunk *first = h->free[f][s];
+	c->next = first;
+	c->prev = NULL;
+	if (first)
+		first->prev = c;
+	h->free[f][s] = c;
+	h->sl_map[f] |= (uint16_t)(1u << s);
+	h->fl_map |= 1u << f;
+}
+
+static always_inline void free_list_del(struct mid_heap *h, struct mid_chunk *c)
+{
+	unsigned f, s;
+	mapping(chunk_size(c), &f, &s);
+	if (c->next)
+		c->next->prev = c->prev;
+	if (c->prev) {
+		c->prev->next = c->next;
+		return;
+	}
+	h->free[f][s] = c->next;
+	if (!c->next) {
+		h->sl_map[f] &= (uint16_t)~(1u << s);
+		if (!h->sl_map[f])
+			h->fl_map &= ~(1u << f);
+	}
+}
+
+/* A free chunk of at least @need bytes, off its list; NULL if none. */
+static struct mid_chunk *find_fit(struct mid_heap *h, uint32_t need)
+{
+	unsigned f, s;
+	mapping(need, &f, &s);
+	/* Its own list holds chunks both below and above @need: try a few. */
+	struct mid_chunk *c = h->free[f][s];
+	for (int i = 0; c && i < MID_FIT_SCAN; i++, c = c->next) {
+		if (chunk_size(c) >= need) {
+			free_list_del(h, c);
+			return c;
+		}
+	}
+	/* Every chunk of a later list fits. */
+	unsigned sl = s + 1 < MID_SL ? h->sl_map[f] & (~0u << (s + 1)) : 0;
+	if (!sl) {
+		uint32_t fl = f + 1 < MID_FL ? h->fl_map & (~0u << (f + 1)) : 0;
+		if (!fl)
+			return NULL;
+		f = (unsigned)__builtin_ctz(fl);
+		sl = h->sl_map[f];
+	}
+	c = h->free[f][__builtin_ctz(sl)];
+	free_list_del(h, c);
+	return c;
+}
+
+/* ---- arenas ---- */
+
+static struct mid_arena *chunk_arena(struct mid_chunk *c)
+{
+	return (struct mid_arena *)((uintptr_t)c & ~(uintptr_t)(MID_ARENA_SIZE - 1));
+}
+
+static struct mid_chunk *arena_first(struct mid_arena *a) { return chunk_at(a, MID_FIRST_OFF); }
+
+static bool arena_new(struct mid_heap *h, unsigned gfp)
+{
+	struct page *head = alloc_pages(gfp & ~KMM_GFP_ZERO, MID_ARENA_ORDER);
+	if (!head)
+		return false;
+	prep_compound(head, MID_ARENA_ORDER);
+	set_page_flags(head, PG_head | PG_mid);
+	struct mid_arena *a = page_to_virt(head);
+	a->heap = h;
+	a->used = 0;
+	list_add(&a->link, &h->arenas);
+	struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
+	c->head = MID_SPACE;
+	c->prev_size = 0;
+	c->canary = 0;
+	end->prev_size = MID_SPACE;
+	end->head = MID_INUSE; /* the sentinel: size 0, never merged */
+	end->canary = 0;
+	free_list_add(h, c);
+	h->nr_arenas++;
+	h->nr_empty++;
+	return true;
+}
+
+static void arena_release(struct mid_heap *h, struct mid_arena *a)
+{
+	struct page *head = virt_to_page(a);
+	list_del(&a->link);
+	h->nr_arenas--;
+	clear_compound(head, MID_ARENA_ORDER);
+	set_page_flags(head, PG_head);
+	free_pages(head, MID_ARENA_ORDER);
+}
+
+/* ---- allocation ---- */
+
+static bool heap_ready(struct mid_heap *h) { return __atomic_load_n(&h->ready, __ATOMIC_ACQUIRE); }
+
+static noinline struct mid_heap *heap_deal(void)
+{
+	unsigned i = __atomic_fetch_add(&mid_next_heap, 1, __ATOMIC_RELAXED) % mid_nr_heaps;
+	struct mid_heap *h = &mid_heaps[i];
+	if (!heap_ready(h)) {
+		kmm_lock(&mid_ready_lock);
+		if (!h->ready) {
+			kmm_lock_init(&h->lock);
+			list_init(&h->arenas);
+			__atomic_store_n(&h->ready, true, __ATOMIC_RELEASE);
+		}
+		kmm_unlock(&mid_ready_lock);
+	}
+	mid_tls = h;
+	return h;
+}
+
+static always_inline struct mid_heap *heap_of_thread(void)
+{
+	struct mid_heap *h = mid_tls;
+	return likely(h != NULL) ? h : heap_deal();
+}
+
+/* Mark @c (taken off its list) in use with @need bytes, the rest split off. */
+static void chunk_use(struct mid_heap *h, struct mid_chunk *c, uint32_t need)
+{
+	uint32_t size = chunk_size(c);
+	struct mid_arena *a = chunk_arena(c);
+	if (size == MID_SPACE)
+		h->nr_empty--;
+	if (size - need >= MID_MIN_CHUNK) {
+		struct mid_chunk *rest = chunk_at(c, need);
+		rest->head = size - need;
+		rest->prev_size = 0;
+		rest->canary = 0;
+		next_chunk(rest)->prev_size = size - need;
+		free_list_add(h, rest);
+		size = need;
+	} else {
+		next_chunk(c)->prev_size = 0;
+	}
+	c->head = size | MID_INUSE;
+	c->canary = mid_canary(c);
+	a->used += size;
+	store_rel(&h->in_use, h->in_use + size);
+	__atomic_store_n(&h->blocks, h->blocks + 1, __ATOMIC_RELAXED);
+}
+
+static always_inline uint32_t chunk_need(size_t size)
+{
+	return (uint32_t)ALIGN_UP(size + MID_HDR, MID_GRAIN);
+}
+
+void *mid_alloc(size_t size, unsigned gfp)
+{
+	KMM_ASSERT(size <= MID_MAX_SIZE);
+	uint32_t need = chunk_need(size);
+	struct mid_heap *h = heap_of_thread();
+	kmm_lock(&h->lock);
+	struct mid_chunk *c = find_fit(h, need);
+	if (!c) {
+		if (!arena_new(h, gfp)) {
+			kmm_unlock(&h->lock);
+			errno = ENOMEM;
+			return NULL;
+		}
+		c = find_fit(h, need);
+	}
+	chunk_use(h, c, need);
+	kmm_unlock(&h->lock);
+	void *p = chunk_payload(c);
+	if (gfp & KMM_GFP_ZERO)
+		memset(p, 0, chunk_size(c) - MID_HDR);
+	return p;
+}
+
+/* ---- pointers back ---- */
+
+/*
+ * The chunk of @p, checked: inside its arena, a chunk start, in use, its
+ * canary intact.  Reads only the arena's own memory (its frames are mapped
+ * while the arena exists, which a live block guarantees).
+ */
+static struct mid_chunk *checked_chunk(struct page *head, const void *p, const char *fn)
+{
+	uintptr_t base = (uintptr_t)page_to_virt(head), off = (uintptr_t)p - base;
+	KMM_CHECK((off & (MID_GRAIN - 1)) == 0 && off >= MID_FIRST_OFF + MID_HDR &&
+			  off < MID_ARENA_SIZE - MID_HDR,
+		  fn, "invalid pointer %p", p);
+	struct mid_chunk *c = payload_chunk(p);
+	uint32_t size = chunk_size(c);
+	if (unlikely(!(c->head & MID_INUSE) || c->canary != mid_canary(c) || size < MID_MIN_CHUNK ||
+		     off - MID_HDR + size > MID_FIRST_OFF + MID_SPACE))
+		kmm_fatal(fn, "invalid pointer %p%s", p,
+			  c->canary == 0 && !(c->head & MID_INUSE) ? " (double free?)" : "");
+	return c;
+}
+
+static struct mid_heap *lock_arena_heap(struct page *head)
+{
+	struct mid_arena *a = page_to_virt(head);
+	struct mid_heap *h = a->heap; /* fixed while the arena holds a live block */
+	kmm_lock(&h->lock);
+	return h;
+}
+
+/* Free @c (in use, of heap @h, locked): merge with free neighbours, keep or release. */
+static void chunk_free(struct mid_heap *h, struct mid_chunk *c)
+{
+	uint32_t size = chunk_size(c);
+	struct mid_arena *a = chunk_arena(c);
+	a->used -= size;
+	store_rel(&h->in_use, h->in_use - size);
+	__atomic_store_n(&h->blocks, h->blocks - 1, __ATOMIC_RELAXED);
+	c->canary = 0; /* with MID_INUSE clear: a later free of it is a double free */
+	c->head &= ~MID_INUSE;
+	struct mid_chunk *next = next_chunk(c);
+	if (!(next->head & MID_INUSE)) {
+		free_list_del(h, next);
+		size += chunk_size(next);
+	}
+	if (c->prev_size) {
+		struct mid_chunk *prev = chunk_at(c, -(ptrdiff_t)c->prev_size);
+		free_list_del(h, prev);
+		size += chunk_size(prev);
+		c = prev;
+	}
+	c->head = size;
+	c->prev_size = 0; /* a free chunk's predecessor is in use */
+	next_chunk(c)->prev_size = size;
+	if (size == MID_SPACE) {
+		/* The arena is empty: keep one such per heap, give the rest back. */
+		if (h->nr_empty >= 1) {
+			arena_release(h, a);
+			return;
+		}
+		h->nr_empty++;
+	}
+	free_list_add(h, c);
+}
+
+void mid_free(struct page *head, void *p, const char *fn)
+{
+	struct mid_heap *h = lock_arena_heap(head);
+	chunk_free(h, checked_chunk(head, p, fn));
+	kmm_unlock(&h->lock);
+}
+
+size_t mid_usable_size(struct page *head, const void *p, const char *fn)
+{
+	struct mid_heap *h = lock_arena_heap(head);
+	size_t n = chunk_size(checked_chunk(head, p, fn)) - MID_HDR;
+	kmm_unlock(&h->lock);
+	return n;
+}
+
+bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
+{
+	uint32_t need = chunk_need(size);
+	struct mid_heap *h = lock_arena_heap(head);
+	struct mid_chunk *c = checked_chunk(head, p, fn), *next = next_chunk(c);
+	uint32_t have = chunk_size(c), avail = have;
+	if (need > have) {
+		/* Grow into a free successor, if it is large enough. */
+		if ((next->head & MID_INUSE) || have + chunk_size(next) < need) {
+			kmm_unlock(&h->lock);
+			return false;
+		}
+		free_list_del(h, next);
+		avail += chunk_size(next);
+		next_chunk(next)->prev_size = 0;
+	}
+	/* Now @c may take @avail bytes; what is past @need goes back when it can stand alone. */
+	uint32_t keep = avail - need >= MID_MIN_CHUNK ? need : avail;
+	struct mid_arena *a = chunk_arena(c);
+	a->used += keep - have;
+	store_rel(&h->in_use, h->in_use + keep - have);
+	c->head = keep | MID_INUSE;
+	c->canary = mid_canary(c);
+	if (keep < avail) {
+		struct mid_chunk *rest = chunk_at(c, keep);
+		rest->head = (avail - keep) | MID_INUSE;
+		rest->prev_size = 0;
+		rest->canary = mid_canary(rest);
+		a->used += avail - keep;
+		store_rel(&h->in_use, h->in_use + avail - keep);
+		__atomic_store_n(&h->blocks, h->blocks + 1, __ATOMIC_RELAXED);
+		chunk_free(h, rest); /* merges it with a free successor */
+	}
+	kmm_unlock(&h->lock);
+	return true;
+}
+
+/* ---- statistics, trimming, checks ---- */
+
+void mid_totals(struct mid_totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	for (unsigned i = 0; i < MID_MAX_HEAPS; i++) {
+		struct mid_heap *h = &mid_heaps[i];
+		if (!heap_ready(h))
+			continue;
+		t->in_use_bytes += __atomic_load_n(&h->in_use, __ATOMIC_RELAXED);
+		t->blocks += __atomic_load_n(&h->blocks, __ATOMIC_RELAXED);
+		t->arenas += __atomic_load_n(&h->nr_arenas, __ATOMIC_RELAXED);
+	}
+	t->arena_bytes = (unsigned long long)t->arenas * MID_ARENA_SIZE;
+}
+
+size_t mid_trim(void)
+{
+	size_t released = 0;
+	for (unsigned i = 0; i < mid_nr_heaps; i++) {
+		struct mid_heap *h = &mid_heaps[i];
+		if (!heap_ready(h))
+			continue;
+		kmm_lock(&h->lock);
+		struct list_head *pos, *tmp;
+		list_for_each_safe(pos, tmp, &h->arenas) {
+			struct mid_arena *a = list_entry(pos, struct mid_arena, link);
+			struct mid_chunk *c = arena_first(a);
+			if (chunk_size(c) != MID_SPACE || (c->head & MID_INUSE))
+				continue;
+			free_list_del(h, c);
+			h->nr_empty--;
+			arena_release(h, a);
+			released += MID_ARENA_SIZE;
+		}
+		kmm_unlock(&h->lock);
+	}
+	return released;
+}
+
+#define VCHECK(cond, ...)                                                                         \
+	do {                                                                                      \
+		if (!(cond)) {                                                                    \
+			kmm_warn("kmm_mid_validate: " __VA_ARGS__);                             \
+			bad = true;                                                               \
+			goto out;                                                                 \
+		}                                                                                 \
+	} while (0)
+
+/* Every invariant of the header comment, for heap @h (locked). */
+static bool heap_bad(struct mid_heap *h)
+{
+	bool bad = false;
+	unsigned long free_seen = 0, listed = 0, empty = 0, blocks = 0, arenas = 0;
+	unsigned long long in_use = 0;
+	struct list_head *pos;
+	list_for_each(pos, &h->arenas) {
+		struct mid_arena *a = list_entry(pos, struct mid_arena, link);
+		struct page *head = virt_to_page(a);
+		VCHECK(head && page_flags(head) == (PG_head | PG_mid), "arena %p: its frame is not a mid arena",
+		       (void *)a);
+		VCHECK(a->heap == h, "arena %p: heap %p, listed on %p", (void *)a, (void *)a->heap, (void *)h);
+		struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
+		bool prev_inuse = true;
+		uint32_t prev_size = 0, used = 0;
+		arenas++;
+		while (c != end) {
+			uint32_t size = chunk_size(c);
+			VCHECK(size >= MID_MIN_CHUNK && (char *)c + size <= (char *)end,
+			       "chunk %p: size %u out of its arena", (void *)c, size);
+			VCHECK(c->prev_size == (prev_inuse ? 0 : prev_size), "chunk %p: prev_size %u, not %u",
+			       (void *)c, c->prev_size, prev_inuse ? 0 : prev_size);
+			if (c->head & MID_INUSE) {
+				VCHECK(c->canary == mid_canary(c), "chunk %p: canary overwritten", (void *)c);
+				used += size;
+				blocks++;
+			} else {
+				VCHECK(prev_inuse, "chunk %p: two free chunks side by side", (void *)c);
+				free_seen++;
+				if (size == MID_SPACE)
+					empty++;
+			}
+			prev_inuse = c->head & MID_INUSE;
+			prev_size = size;
+			c = next_chunk(c);
+		}
+		VCHECK(end->head == MID_INUSE, "arena %p: sentinel overwritten", (void *)a);
+		VCHECK(end->prev_size == (prev_inuse ? 0 : prev_size), "arena %p: sentinel prev_size",
+		       (void *)a);
+		VCHECK(a->used == used, "arena %p: used %u, chunks in use %u", (void *)a, a->used, used);
+		in_use += used;
+	}
+	for (unsigned f = 0; f < MID_FL; f++) {
+		VCHECK(!!(h->fl_map & (1u << f)) == !!h->sl_map[f], "heap %p: first-level bit %u", (void *)h, f);
+		for (unsigned s = 0; s < MID_SL; s++) {
+			VCHECK(!!(h->sl_map[f] & (1u << s)) == !!h->free[f][s], "heap %p: list bit %u/%u",
+			       (void *)h, f, s);
+			struct mid_chunk *prev = NULL;
+			for (struct mid_chunk *c = h->free[f][s]; c; prev = c, c = c->next) {
+				unsigned cf, cs;
+				mapping(chunk_size(c), &cf, &cs);
+				VCHECK(!(c->head & MID_INUSE) && cf == f && cs == s && c->prev == prev,
+				       "heap %p: chunk %p on the wrong list", (void *)h, (void *)c);
+				VCHECK(++listed <= free_seen, "heap %p: list %u/%u holds chunks of no arena",
+				       (void *)h, f, s);
+			}
+		}
+	}
+	VCHECK(listed == free_seen, "heap %p: %lu free chunks, %lu listed", (void *)h, free_seen, listed);
+	VCHECK(empty == h->nr_empty && arenas == h->nr_arenas, "heap %p: arena counts", (void *)h);
+	VCHECK(in_use == h->in_use && blocks == h->blocks, "heap %p: in-use counts", (void *)h);
+out:
+	return bad;
+}
+
+KMM_EXPORT int kmm_mid_validate(void)
+{
+	kmm_ensure_init();
+	bool bad = false;
+	for (unsigned i = 0; i < MID_MAX_HEAPS && !bad; i++) {
+		if (!heap_ready(&mid_heaps[i]))
+			continue;
+		kmm_lock(&mid_heaps[i].lock);
+		bad = heap_bad(&mid_heaps[i]);
+		kmm_unlock(&mid_heaps[i].lock);
+	}
+	if (bad) {
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+void mid_init(void)
+{
+	long cpus = os_nr_cpus();
+	mid_nr_heaps = (unsigned)MIN(MAX(cpus, 1L) * 4, (long)MID_MAX_HEAPS);
+	mid_secret = (uint32_t)((uintptr_t)&mid_secret >> 4) ^ (uint32_t)kmm_now_ms() * 0x85ebca6bu;
+}
+
+/* fork: the ready lock first (no heap becomes ready meanwhile), then every ready heap's. */
+void mid_fork_prepare(void)
+{
+	kmm_lock(&mid_ready_lock);
+	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
+		if (mid_heaps[i].ready)
+			kmm_lock(&mid_heaps[i].lock);
+}
+
+void mid_fork_parent(void)
+{
+	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
+		if (mid_heaps[i].ready)
+			kmm_unlock(&mid_heaps[i].lock);
+	kmm_unlock(&mid_ready_lock);
+}
+
+void mid_fork_child(void)
+{
+	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
+		if (mid_heaps[i].ready)
+			kmm_lock_init(&mid_heaps[i].lock);
+	kmm_lock_init(&mid_ready_lock);
+}
