@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * midheap.c - malloc's heap for mid sizes (4 KiB .. 64 KiB).
+ * midheap.c - malloc's heap for mid sizes (8 KiB .. 64 KiB).
  *
  * Why not slabs: a slab class of n bytes rounds a request up by as much as
  * a quarter and keeps room for its own peak, and above a few KiB a slab
@@ -11,7 +11,7 @@
  * a heap that fits them to the byte and merges what is freed is worth a
  * lock and a few list operations per call.
  *
- * Layout.  An arena is a 1 MiB block of the buddy allocator (its head frame
+ * Layout.  An arena is a 256 KiB block of the buddy allocator (its head frame
  * PG_head | PG_mid, its tails compound, so free() finds it from any frame).
  * It holds a header, then chunks end to end, then a sentinel header that
  * is always "in use":
@@ -62,8 +62,8 @@
 #define MID_FLAGS (MID_GRAIN - 1)
 #define MID_SL_SHIFT 4
 #define MID_SL (1u << MID_SL_SHIFT)
-#define MID_FL 21 /* chunk sizes below 2^21 (an arena is 2^20) */
-#define MID_FIT_SCAN 8 /* chunks of the request's own list looked at for a fit */
+#define MID_FL 21 /* chunk sizes below 2^21 (arenas of up to 2^20) */
+#define MID_FIT_SCAN 2 /* chunks of the request's own list looked at for a fit (cold lines each) */
 #define MID_MAX_HEAPS 32
 
 struct mid_chunk {

@@ -52,7 +52,7 @@ size_t kmm_ksize(const void *p);
 size_t kmm_kmalloc_size_class(size_t size);
 /*
  * Check every invariant of malloc's mid-size heap (the blocks malloc serves
- * from 4 KiB to 64 KiB): 0, or -1 with errno EINVAL after a report on
+ * above 8 KiB up to 64 KiB): 0, or -1 with errno EINVAL after a report on
  * stderr naming what is broken.
  */
 int kmm_mid_validate(void);

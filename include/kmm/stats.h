@@ -31,10 +31,10 @@ struct kmm_heap_stats {
 	 */
 	unsigned long long resident_bytes;
 	long peak_rss_kb;                     /* the process's peak RSS (getrusage) */
-	/* malloc's mid-size heap (blocks of 4 KiB .. 64 KiB, fitted to 16 bytes) */
+	/* malloc's mid-size heap (blocks of 8 KiB .. 64 KiB, fitted to 16 bytes) */
 	unsigned long long mid_bytes;         /* blocks in use, their headers included */
 	unsigned long mid_blocks;
-	unsigned long long mid_arena_bytes;   /* its arenas (zone blocks of 1 MiB) */
+	unsigned long long mid_arena_bytes;   /* its arenas (zone blocks of 256 KiB) */
 };
 
 void kmm_heap_stats(struct kmm_heap_stats *out);

@@ -9,7 +9,7 @@
  * slabs, so they can empty).
  *
  * For classes from 48 B to 40 KB (slabs of 1 to 64 pages; the ones above
- * 4 KiB, which malloc serves from its mid heap, through kmm_kmalloc(), their
+ * 8 KiB, which malloc serves from its mid heap, through kmm_kmalloc(), their
  * frees still through free()), a thread
  * allocates many blocks, frees a random half and checks the slab
  * invariants, allocates again into the holes, and frees everything in a
@@ -127,10 +127,10 @@ static void check_magazine(size_t size)
 		free(v[i]);
 }
 
-/* malloc's blocks above 4 KiB come from the mid heap: the slab classes there through kmalloc. */
+/* malloc's blocks above 8 KiB come from the mid heap: the slab classes there through kmalloc. */
 static void *alloc_block(size_t size)
 {
-	return size > 4096 ? kmm_kmalloc(size, KMM_GFP_KERNEL) : malloc(size);
+	return size > 8192 ? kmm_kmalloc(size, KMM_GFP_KERNEL) : malloc(size);
 }
 
 static void run_class(struct rng *r, size_t size)
