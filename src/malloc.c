@@ -141,6 +141,9 @@ KMM_EXPORT void *malloc(size_t size)
 #endif
 	if (likely(obj != NULL))
 		return obj;
+	/* The mid heap's sizes straight there, once the thread is set up (and statistics off). */
+	if (size > MID_MIN_SIZE && size <= MID_MAX_SIZE && likely(owner != MALLOC_OWNER_NONE))
+		return mid_alloc(size, MALLOC_FLAGS);
 	return malloc_slow(size);
 }
 

@@ -70,7 +70,7 @@ struct mid_chunk {
 	uint32_t prev_size; /* the previous chunk's size while it is free, else 0 */
 	uint32_t canary;    /* in use: mid_canary(); 0 once freed */
 	uint32_t head;      /* size | MID_INUSE */
-	uint32_t spare;
+	uint32_t list;      /* free: the list it is on, f * MID_SL + s (mapping()) */
 	/* Free chunks only, in the payload: */
 	struct mid_chunk *next, *prev;
 };
@@ -88,7 +88,7 @@ _Static_assert(sizeof(struct mid_arena) % MID_GRAIN == 0, "arena header");
 #define MID_SPACE ((uint32_t)(MID_ARENA_SIZE - MID_FIRST_OFF - MID_HDR))
 
 struct __attribute__((aligned(64))) mid_heap {
-	kmm_lock_t lock;
+	kmm_flock_t lock;
 	uint32_t fl_map;           /* bit f: some sl_map[f] bit is set */
 	uint16_t sl_map[MID_FL];   /* bit s: free[f][s] is not empty */
 	struct mid_chunk *free[MID_FL][MID_SL];
@@ -151,6 +151,7 @@ static always_inline void free_list_add(struct mid_heap *h, struct mid_chunk *c)
 {
 	unsigned f, s;
 	mapping(chunk_size(c), &f, &s);
+	c->list = f * MID_SL + s;
 	struct mid_chunk *first = h->free[f][s];
 	c->next = first;
 	c->prev = NULL;
@@ -163,8 +164,7 @@ static always_inline void free_list_add(struct mid_heap *h, struct mid_chunk *c)
 
 static always_inline void free_list_del(struct mid_heap *h, struct mid_chunk *c)
 {
-	unsigned f, s;
-	mapping(chunk_size(c), &f, &s);
+	unsigned f = c->list / MID_SL, s = c->list % MID_SL;
 	if (c->next)
 		c->next->prev = c->prev;
 	if (c->prev) {
@@ -260,7 +260,7 @@ static noinline struct mid_heap *heap_deal(void)
 	if (!heap_ready(h)) {
 		kmm_lock(&mid_ready_lock);
 		if (!h->ready) {
-			kmm_lock_init(&h->lock);
+			kmm_flock_init(&h->lock);
 			list_init(&h->arenas);
 			__atomic_store_n(&h->ready, true, __ATOMIC_RELEASE);
 		}
@@ -311,18 +311,18 @@ void *mid_alloc(size_t size, unsigned gfp)
 	KMM_ASSERT(size <= MID_MAX_SIZE);
 	uint32_t need = chunk_need(size);
 	struct mid_heap *h = heap_of_thread();
-	kmm_lock(&h->lock);
+	kmm_flock(&h->lock);
 	struct mid_chunk *c = find_fit(h, need);
 	if (!c) {
 		if (!arena_new(h, gfp)) {
-			kmm_unlock(&h->lock);
+			kmm_funlock(&h->lock);
 			errno = ENOMEM;
 			return NULL;
 		}
 		c = find_fit(h, need);
 	}
 	chunk_use(h, c, need);
-	kmm_unlock(&h->lock);
+	kmm_funlock(&h->lock);
 	void *p = chunk_payload(c);
 	if (gfp & KMM_GFP_ZERO)
 		memset(p, 0, chunk_size(c) - MID_HDR);
@@ -355,7 +355,7 @@ static struct mid_heap *lock_arena_heap(struct page *head)
 {
 	struct mid_arena *a = page_to_virt(head);
 	struct mid_heap *h = a->heap; /* fixed while the arena holds a live block */
-	kmm_lock(&h->lock);
+	kmm_flock(&h->lock);
 	return h;
 }
 
@@ -398,14 +398,14 @@ void mid_free(struct page *head, void *p, const char *fn)
 {
 	struct mid_heap *h = lock_arena_heap(head);
 	chunk_free(h, checked_chunk(head, p, fn));
-	kmm_unlock(&h->lock);
+	kmm_funlock(&h->lock);
 }
 
 size_t mid_usable_size(struct page *head, const void *p, const char *fn)
 {
 	struct mid_heap *h = lock_arena_heap(head);
 	size_t n = chunk_size(checked_chunk(head, p, fn)) - MID_HDR;
-	kmm_unlock(&h->lock);
+	kmm_funlock(&h->lock);
 	return n;
 }
 
@@ -418,7 +418,7 @@ bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
 	if (need > have) {
 		/* Grow into a free successor, if it is large enough. */
 		if ((next->head & MID_INUSE) || have + chunk_size(next) < need) {
-			kmm_unlock(&h->lock);
+			kmm_funlock(&h->lock);
 			return false;
 		}
 		free_list_del(h, next);
@@ -442,7 +442,7 @@ bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
 		__atomic_store_n(&h->blocks, h->blocks + 1, __ATOMIC_RELAXED);
 		chunk_free(h, rest); /* merges it with a free successor */
 	}
-	kmm_unlock(&h->lock);
+	kmm_funlock(&h->lock);
 	return true;
 }
 
@@ -469,7 +469,7 @@ size_t mid_trim(void)
 		struct mid_heap *h = &mid_heaps[i];
 		if (!heap_ready(h))
 			continue;
-		kmm_lock(&h->lock);
+		kmm_flock(&h->lock);
 		struct list_head *pos, *tmp;
 		list_for_each_safe(pos, tmp, &h->arenas) {
 			struct mid_arena *a = list_entry(pos, struct mid_arena, link);
@@ -481,7 +481,7 @@ size_t mid_trim(void)
 			arena_release(h, a);
 			released += MID_ARENA_SIZE;
 		}
-		kmm_unlock(&h->lock);
+		kmm_funlock(&h->lock);
 	}
 	return released;
 }
@@ -547,7 +547,8 @@ static bool heap_bad(struct mid_heap *h)
 			for (struct mid_chunk *c = h->free[f][s]; c; prev = c, c = c->next) {
 				unsigned cf, cs;
 				mapping(chunk_size(c), &cf, &cs);
-				VCHECK(!(c->head & MID_INUSE) && cf == f && cs == s && c->prev == prev,
+				VCHECK(!(c->head & MID_INUSE) && cf == f && cs == s && c->list == f * MID_SL + s &&
+					       c->prev == prev,
 				       "heap %p: chunk %p on the wrong list", (void *)h, (void *)c);
 				VCHECK(++listed <= free_seen, "heap %p: list %u/%u holds chunks of no arena",
 				       (void *)h, f, s);
@@ -568,9 +569,9 @@ KMM_EXPORT int kmm_mid_validate(void)
 	for (unsigned i = 0; i < MID_MAX_HEAPS && !bad; i++) {
 		if (!heap_ready(&mid_heaps[i]))
 			continue;
-		kmm_lock(&mid_heaps[i].lock);
+		kmm_flock(&mid_heaps[i].lock);
 		bad = heap_bad(&mid_heaps[i]);
-		kmm_unlock(&mid_heaps[i].lock);
+		kmm_funlock(&mid_heaps[i].lock);
 	}
 	if (bad) {
 		errno = EINVAL;
@@ -592,14 +593,14 @@ void mid_fork_prepare(void)
 	kmm_lock(&mid_ready_lock);
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
 		if (mid_heaps[i].ready)
-			kmm_lock(&mid_heaps[i].lock);
+			kmm_flock(&mid_heaps[i].lock);
 }
 
 void mid_fork_parent(void)
 {
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
 		if (mid_heaps[i].ready)
-			kmm_unlock(&mid_heaps[i].lock);
+			kmm_funlock(&mid_heaps[i].lock);
 	kmm_unlock(&mid_ready_lock);
 }
 
@@ -607,6 +608,6 @@ void mid_fork_child(void)
 {
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
 		if (mid_heaps[i].ready)
-			kmm_lock_init(&mid_heaps[i].lock);
+			kmm_flock_init(&mid_heaps[i].lock);
 	kmm_lock_init(&mid_ready_lock);
 }

@@ -69,6 +69,10 @@ void os_deadline_ms(struct timespec *ts, long ms);
 long os_peak_rss_kb(void);
 /* CPUs online (at least 1 where the system cannot tell). */
 long os_nr_cpus(void);
+/* Sleep while *@addr == @val (or until woken; spurious returns allowed). */
+void os_futex_wait(int *addr, int val);
+/* Wake up to @n threads sleeping in os_futex_wait(@addr). */
+void os_futex_wake(int *addr, int n);
 
 /*
  * Sections for a zone: @size bytes naturally aligned to @size.  Taken from

@@ -19,8 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -178,7 +180,49 @@ void os_deadline_ms(struct timespec *ts, long ms)
 	}
 }
 
-long os_nr_cpus(void) { return sysconf(_SC_NPROCESSORS_ONLN); }
+long os_nr_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? n : 1;
+}
+
+/* Process-private futexes: the locks live in the process's own memory. */
+void os_futex_wait(int *addr, int val)
+{
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void os_futex_wake(int *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+/* kmm_flock()'s slow path (internal.h): spin a little, then sleep in the kernel. */
+void kmm_flock_slow(kmm_flock_t *l)
+{
+	for (int i = 0; i < 64; i++) {
+		int free_state = 0;
+		if (__atomic_load_n(&l->state, __ATOMIC_RELAXED) == 0 &&
+		    __atomic_compare_exchange_n(&l->state, &free_state, 1, false, __ATOMIC_ACQUIRE,
+						__ATOMIC_RELAXED))
+			return;
+		cpu_relax();
+	}
+	/* Mark it contended; whoever releases a 2 wakes a sleeper. */
+	while (__atomic_exchange_n(&l->state, 2, __ATOMIC_ACQUIRE) != 0)
+		os_futex_wait(&l->state, 2);
+}
+
+void kmm_funlock_wake(kmm_flock_t *l) { os_futex_wake(&l->state, 1); }
 
 long os_peak_rss_kb(void)
 {
