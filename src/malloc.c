@@ -125,7 +125,7 @@ KMM_EXPORT void *malloc(size_t size)
 {
 	char *owner = malloc_owner;
 	void *obj;
-	/* Above MID_MIN_SIZE: the mid heap (malloc_slow()), then page runs. */
+	/* Up to MID_MIN_SIZE: the class's slot; above it the mid heap (below), then page runs. */
 #if MID_MIN_SIZE <= KMALLOC_SLOT_TABLE_MAX
 	if (likely(size <= MID_MIN_SIZE))
 		obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));

@@ -19,7 +19,7 @@
 
 bool stats_enabled;
 
-/* Per class: kmalloc classes, then page runs, then huge blocks. */
+/* Per class: kmalloc classes, then page runs, huge blocks and the mid heap's blocks. */
 #define STAT_LARGE NR_KMALLOC_CLASSES
 #define STAT_HUGE (NR_KMALLOC_CLASSES + 1)
 #define STAT_MID (NR_KMALLOC_CLASSES + 2)
