@@ -121,7 +121,7 @@ KMM_EXPORT unsigned long kmm_trim(void)
 	kmm_ensure_init();
 	slab_flush_local();
 	slab_shrink_all();
-	mid_trim();
+	unsigned long pages = mid_trim() >> KMM_PAGE_SHIFT;
 	pcp_drain_local();
-	return zone_decay(&zone_normal, true);
+	return pages + zone_decay(&zone_normal, true);
 }

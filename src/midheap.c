@@ -462,9 +462,34 @@ void mid_totals(struct mid_totals *t)
 	t->arena_bytes = (unsigned long long)t->arenas * MID_ARENA_SIZE;
 }
 
+/* Decommit the whole pages inside @a's free chunks (past each one's header and links). */
+static size_t arena_decommit_free(struct mid_arena *a)
+{
+	size_t bytes = 0;
+	struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
+	for (; c != end; c = next_chunk(c)) {
+		if (c->head & MID_INUSE)
+			continue;
+		uintptr_t lo = ALIGN_UP((uintptr_t)c + MID_MIN_CHUNK, (uintptr_t)KMM_PAGE_SIZE);
+		uintptr_t hi = ((uintptr_t)c + chunk_size(c)) & ~(uintptr_t)(KMM_PAGE_SIZE - 1);
+		if (hi > lo) {
+			os_decommit((void *)lo, hi - lo);
+			bytes += hi - lo;
+		}
+	}
+	return bytes;
+}
+
+/*
+ * Empty arenas go back to the zone (which decommits them); in the others
+ * the free chunks' whole pages are decommitted in place, as glibc's
+ * malloc_trim() does in its arenas: they read as zero when a later chunk
+ * takes them.  The zone still counts those frames resident (its count stays
+ * an upper bound).  Returns the bytes decommitted in place.
+ */
 size_t mid_trim(void)
 {
-	size_t released = 0;
+	size_t decommitted = 0;
 	for (unsigned i = 0; i < mid_nr_heaps; i++) {
 		struct mid_heap *h = &mid_heaps[i];
 		if (!heap_ready(h))
@@ -474,16 +499,17 @@ size_t mid_trim(void)
 		list_for_each_safe(pos, tmp, &h->arenas) {
 			struct mid_arena *a = list_entry(pos, struct mid_arena, link);
 			struct mid_chunk *c = arena_first(a);
-			if (chunk_size(c) != MID_SPACE || (c->head & MID_INUSE))
+			if (chunk_size(c) != MID_SPACE || (c->head & MID_INUSE)) {
+				decommitted += arena_decommit_free(a);
 				continue;
+			}
 			free_list_del(h, c);
 			h->nr_empty--;
 			arena_release(h, a);
-			released += MID_ARENA_SIZE;
 		}
 		kmm_funlock(&h->lock);
 	}
-	return released;
+	return decommitted;
 }
 
 #define VCHECK(cond, ...)                                                                         \

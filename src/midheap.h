@@ -44,7 +44,10 @@ struct mid_totals {
 	unsigned long arenas;
 };
 void mid_totals(struct mid_totals *t);
-/* Give empty arenas back to the buddy allocator; returns the bytes released. */
+/*
+ * Give empty arenas back to the buddy allocator and decommit the free
+ * chunks' whole pages in the others; returns the bytes decommitted in place.
+ */
 size_t mid_trim(void);
 
 void mid_init(void);

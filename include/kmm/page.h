@@ -54,8 +54,9 @@ void kmm_zone_stats(struct kmm_zone_stats *out);
 
 /*
  * Give memory back to the OS now: drains the calling thread's page caches,
- * decommits every free block of at least the decommit order and releases
- * wholly free sections.  Returns the number of pages given back.
+ * decommits every free block of at least the decommit order and the whole
+ * free pages inside malloc's mid-heap arenas, and releases wholly free
+ * sections.  Returns the number of pages given back.
  */
 unsigned long kmm_trim(void);
 

@@ -13,7 +13,8 @@
  *      calloc of reused memory reads zero;
  *   4. random churn of mid and small sizes, contents checked, validator
  *      after every phase; everything freed leaves no block, and kmm_trim()
- *      gives the arenas back;
+ *      gives the arenas back; with every arena still holding a block,
+ *      kmm_trim() decommits the free chunks' pages in place (RSS falls);
  *   5. threads: blocks freed by a thread that did not allocate them (every
  *      free locks the block's own heap), concurrent churn, validator after;
  *   6. out of memory: ENOMEM and NULL, then it works again;
@@ -253,6 +254,50 @@ static void test_churn(struct rng *r)
 	validate("after kmm_trim()");
 }
 
+/*
+ * kmm_trim() (malloc_trim) decommits the free chunks' whole pages inside
+ * arenas that still hold blocks: freed 60000-byte blocks between live
+ * 9000-byte ones leave no arena empty.
+ */
+static void test_trim_in_place(void)
+{
+	enum { N = 600 };
+	static void *big[N], *pin[N];
+	for (int i = 0; i < N; i++) {
+		big[i] = malloc(60000);
+		pin[i] = malloc(9000);
+		CHECK(big[i] && pin[i], "malloc");
+		memset(big[i], 0x5a, 60000);
+		fill_pattern(pin[i], 9000, (uint64_t)i);
+	}
+	for (int i = 0; i < N; i++)
+		free(big[i]);
+	unsigned long long arenas = heap_stats().mid_arena_bytes;
+	unsigned long long before = rss_bytes();
+	unsigned long pages = kmm_trim();
+	unsigned long long after = rss_bytes();
+	/* 600 free chunks of 60016 bytes: at least 13 whole pages each (31 MiB). */
+	CHECK(before > after && before - after >= (24ull << 20),
+	      "kmm_trim(): RSS %llu -> %llu KiB, not 24 MiB less (%lu pages given back)", before >> 10,
+	      after >> 10, pages);
+	CHECK(pages >= (24ul << 20) / 4096, "kmm_trim() reported %lu pages", pages);
+	CHECK(heap_stats().mid_arena_bytes == arenas, "the arenas (%llu bytes) changed to %llu: none was empty",
+	      arenas, heap_stats().mid_arena_bytes);
+	validate("after decommitting in place");
+	for (int i = 0; i < N; i++) {
+		CHECK(check_pattern(pin[i], 9000, (uint64_t)i) < 0, "a live block lost its contents in the trim");
+		big[i] = malloc(60000); /* the decommitted chunks again: usable */
+		CHECK(big[i] != NULL, "malloc after the trim");
+		memset(big[i], 0x33, 60000);
+	}
+	validate("after reusing decommitted chunks");
+	for (int i = 0; i < N; i++) {
+		free(big[i]);
+		free(pin[i]);
+	}
+	printf("  kmm_trim(): RSS %llu -> %llu KiB with every arena still in use\n", before >> 10, after >> 10);
+}
+
 /* ---- threads ---- */
 
 enum { XN = 400, WORKERS = 4 };
@@ -404,6 +449,7 @@ int main(void)
 	test_merging();
 	test_realloc();
 	test_churn(&r);
+	test_trim_in_place();
 	test_threads(&r);
 	test_oom();
 	test_reports();
