@@ -45,7 +45,9 @@
  * share a lock; a free takes the lock of the block's own heap, whichever
  * thread frees.  A heap keeps one empty arena for reuse and gives further
  * empty ones back to the buddy allocator at once (whose decay returns the
- * frames to the OS).
+ * frames to the OS).  The free chunks of arenas in use go back to the OS by
+ * aging (heap_age(): free across two passes, a quarter of KMM_DECAY_MS
+ * apart) or at once by kmm_trim() (mid_trim()).
  */
 #include <errno.h>
 #include <string.h>
@@ -59,6 +61,13 @@
 #define MID_GRAIN 16u
 #define MID_MIN_CHUNK 32u /* a header and a free chunk's two links */
 #define MID_INUSE 1u
+/*
+ * Free chunks only (any change of a chunk writes its head anew, clearing
+ * them): MID_AGED, free at the heap's last aging pass; MID_DECOMMITTED, its
+ * whole pages decommitted since it became this chunk.
+ */
+#define MID_AGED 2u
+#define MID_DECOMMITTED 4u
 #define MID_FLAGS (MID_GRAIN - 1)
 #define MID_SL_SHIFT 4
 #define MID_SL (1u << MID_SL_SHIFT)
@@ -98,6 +107,8 @@ struct __attribute__((aligned(64))) mid_heap {
 	unsigned long blocks;
 	unsigned nr_arenas;
 	unsigned nr_empty;         /* arenas that are one free chunk */
+	unsigned frees;            /* since the last look at the clock (heap_age()) */
+	uint64_t aged_ms;          /* the last aging pass */
 	/*
 	 * Set (release) once the lock and lists are initialised, when the
 	 * heap is first dealt: the heaps no thread uses stay untouched bss,
@@ -329,6 +340,62 @@ void *mid_alloc(size_t size, unsigned gfp)
 	return p;
 }
 
+/* ---- giving memory back ---- */
+
+/* Decommit @c's whole pages past its header and links; the bytes it gave back. */
+static size_t chunk_decommit(struct mid_chunk *c)
+{
+	uintptr_t lo = ALIGN_UP((uintptr_t)c + MID_MIN_CHUNK, (uintptr_t)KMM_PAGE_SIZE);
+	uintptr_t hi = ((uintptr_t)c + chunk_size(c)) & ~(uintptr_t)(KMM_PAGE_SIZE - 1);
+	c->head |= MID_DECOMMITTED;
+	if (hi <= lo)
+		return 0;
+	os_decommit((void *)lo, hi - lo);
+	return hi - lo;
+}
+
+/* Decommit the whole pages of every free chunk of @a not decommitted yet. */
+static size_t arena_decommit_free(struct mid_arena *a)
+{
+	size_t bytes = 0;
+	struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
+	for (; c != end; c = next_chunk(c)) {
+		if (c->head & (MID_INUSE | MID_DECOMMITTED))
+			continue;
+		bytes += chunk_decommit(c);
+	}
+	return bytes;
+}
+
+/*
+ * Memory back to the OS without a trim: every KMM_DECAY_MS / 4 (looked at
+ * once every 256 frees, so that the clock stays off the fast path) a pass
+ * over the heap decommits the free chunks that were free at the pass before
+ * too, and marks the others.  So a chunk left free for one to two periods
+ * is decommitted, and one the program reuses at once is not (a merge or a
+ * split makes a new, unmarked chunk).  Heap @h is locked.
+ */
+static noinline void heap_age(struct mid_heap *h)
+{
+	uint64_t now = kmm_now_ms();
+	if (now - h->aged_ms < (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS) / 4)
+		return;
+	h->aged_ms = now;
+	struct list_head *pos;
+	list_for_each(pos, &h->arenas) {
+		struct mid_arena *a = list_entry(pos, struct mid_arena, link);
+		struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
+		for (; c != end; c = next_chunk(c)) {
+			if (c->head & (MID_INUSE | MID_DECOMMITTED))
+				continue;
+			if (c->head & MID_AGED)
+				chunk_decommit(c);
+			else
+				c->head |= MID_AGED;
+		}
+	}
+}
+
 /* ---- pointers back ---- */
 
 /*
@@ -398,6 +465,8 @@ void mid_free(struct page *head, void *p, const char *fn)
 {
 	struct mid_heap *h = lock_arena_heap(head);
 	chunk_free(h, checked_chunk(head, p, fn));
+	if (unlikely(++h->frees % 256 == 0))
+		heap_age(h);
 	kmm_funlock(&h->lock);
 }
 
@@ -460,24 +529,6 @@ void mid_totals(struct mid_totals *t)
 		t->arenas += __atomic_load_n(&h->nr_arenas, __ATOMIC_RELAXED);
 	}
 	t->arena_bytes = (unsigned long long)t->arenas * MID_ARENA_SIZE;
-}
-
-/* Decommit the whole pages inside @a's free chunks (past each one's header and links). */
-static size_t arena_decommit_free(struct mid_arena *a)
-{
-	size_t bytes = 0;
-	struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
-	for (; c != end; c = next_chunk(c)) {
-		if (c->head & MID_INUSE)
-			continue;
-		uintptr_t lo = ALIGN_UP((uintptr_t)c + MID_MIN_CHUNK, (uintptr_t)KMM_PAGE_SIZE);
-		uintptr_t hi = ((uintptr_t)c + chunk_size(c)) & ~(uintptr_t)(KMM_PAGE_SIZE - 1);
-		if (hi > lo) {
-			os_decommit((void *)lo, hi - lo);
-			bytes += hi - lo;
-		}
-	}
-	return bytes;
 }
 
 /*
@@ -544,7 +595,11 @@ static bool heap_bad(struct mid_heap *h)
 			       "chunk %p: size %u out of its arena", (void *)c, size);
 			VCHECK(c->prev_size == (prev_inuse ? 0 : prev_size), "chunk %p: prev_size %u, not %u",
 			       (void *)c, c->prev_size, prev_inuse ? 0 : prev_size);
+			VCHECK((c->head & MID_FLAGS & ~(MID_INUSE | MID_AGED | MID_DECOMMITTED)) == 0,
+			       "chunk %p: unknown flags %#x", (void *)c, c->head & MID_FLAGS);
 			if (c->head & MID_INUSE) {
+				VCHECK(!(c->head & (MID_AGED | MID_DECOMMITTED)), "chunk %p: in use, marked free",
+				       (void *)c);
 				VCHECK(c->canary == mid_canary(c), "chunk %p: canary overwritten", (void *)c);
 				used += size;
 				blocks++;

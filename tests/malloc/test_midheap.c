@@ -14,7 +14,8 @@
  *   4. random churn of mid and small sizes, contents checked, validator
  *      after every phase; everything freed leaves no block, and kmm_trim()
  *      gives the arenas back; with every arena still holding a block,
- *      kmm_trim() decommits the free chunks' pages in place (RSS falls);
+ *      kmm_trim() decommits the free chunks' pages in place (RSS falls), and
+ *      so do the heap's aging passes without a trim;
  *   5. threads: blocks freed by a thread that did not allocate them (every
  *      free locks the block's own heap), concurrent churn, validator after;
  *   6. out of memory: ENOMEM and NULL, then it works again;
@@ -25,6 +26,7 @@
 #include <pthread.h>
 
 #include "common.h"
+#include <kmm/debug.h>
 #include <kmm/kmalloc.h>
 
 #define MID_LO 8193    /* the smallest request the mid heap serves */
@@ -298,6 +300,42 @@ static void test_trim_in_place(void)
 	printf("  kmm_trim(): RSS %llu -> %llu KiB with every arena still in use\n", before >> 10, after >> 10);
 }
 
+/*
+ * Without a trim: the heap's aging pass (every KMM_DECAY_MS / 4, looked at
+ * every 256 frees) decommits the free chunks that stayed free across two
+ * passes.  KMM_DECAY_MS = 0 makes every 256th free a pass.
+ */
+static void test_aging(void)
+{
+	enum { N = 600 };
+	static void *big[N], *pin[N];
+	long decay_ms = kmm_tune_get(KMM_TUNE_DECAY_MS);
+	for (int i = 0; i < N; i++) {
+		big[i] = malloc(60000);
+		pin[i] = malloc(9000);
+		CHECK(big[i] && pin[i], "malloc");
+		memset(big[i], 0x5a, 60000);
+		fill_pattern(pin[i], 9000, (uint64_t)i);
+	}
+	for (int i = 0; i < N; i++)
+		free(big[i]);
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 0) == 0, "kmm_tune_set(KMM_TUNE_DECAY_MS, 0)");
+	unsigned long long before = rss_bytes();
+	/* 1024 more frees: four passes, so every free chunk was seen free twice. */
+	for (int i = 0; i < 1024; i++)
+		free(opaque(malloc(20000)));
+	unsigned long long after = rss_bytes();
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, decay_ms) == 0, "restoring KMM_DECAY_MS");
+	CHECK(before > after && before - after >= (24ull << 20),
+	      "aging: RSS %llu -> %llu KiB, not 24 MiB less", before >> 10, after >> 10);
+	validate("after the aging passes");
+	for (int i = 0; i < N; i++) {
+		CHECK(check_pattern(pin[i], 9000, (uint64_t)i) < 0, "a live block lost its contents in aging");
+		free(pin[i]);
+	}
+	printf("  aging without a trim: RSS %llu -> %llu KiB\n", before >> 10, after >> 10);
+}
+
 /* ---- threads ---- */
 
 enum { XN = 400, WORKERS = 4 };
@@ -450,6 +488,7 @@ int main(void)
 	test_realloc();
 	test_churn(&r);
 	test_trim_in_place();
+	test_aging();
 	test_threads(&r);
 	test_oom();
 	test_reports();
