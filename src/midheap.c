@@ -95,6 +95,9 @@ struct mid_arena {
 _Static_assert(sizeof(struct mid_arena) % MID_GRAIN == 0, "arena header");
 #define MID_FIRST_OFF ((uint32_t)sizeof(struct mid_arena))
 #define MID_SPACE ((uint32_t)(MID_ARENA_SIZE - MID_FIRST_OFF - MID_HDR))
+/* The largest request's chunk fits an arena, and every chunk size a mapping() list. */
+_Static_assert(MID_MAX_SIZE + MID_HDR + MID_GRAIN <= MID_SPACE, "an arena holds the largest block");
+_Static_assert(MID_ARENA_SIZE < (1ul << MID_FL), "chunk sizes map to MID_FL lists");
 
 struct __attribute__((aligned(64))) mid_heap {
 	kmm_flock_t lock;

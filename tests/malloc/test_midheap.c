@@ -76,6 +76,19 @@ static void test_fit(void)
 	      before.mid_bytes + want);
 	CHECK(h.mid_arena_bytes >= h.mid_bytes, "arenas %llu below the blocks in them %llu",
 	      h.mid_arena_bytes, h.mid_bytes);
+	/* The report names the heap and its block count. */
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	CHECK(f != NULL, "open_memstream");
+	kmm_stats_print(f);
+	fclose(f);
+	char want_line[96];
+	snprintf(want_line, sizeof(want_line), "bytes in %lu blocks", h.mid_blocks);
+	const char *line = strstr(buf, "mid heap");
+	CHECK(line != NULL && strstr(line, want_line) != NULL, "kmm_stats_print() has no \"mid heap ... %s\":\n%s",
+	      want_line, buf);
+	free(buf);
 	/* Below the range: slabs (their class); above: page runs. */
 	void *small = opaque(malloc(8192)), *big = opaque(malloc(MID_HI + 1));
 	CHECK(heap_stats().mid_blocks == h.mid_blocks, "8192 or 65537 bytes came from the mid heap");
