@@ -270,6 +270,24 @@ static void test_churn(struct rng *r)
 }
 
 /*
+ * @n blocks of 60000 bytes, each followed by a live 9000-byte one (pin[i],
+ * patterned), all 60000-byte ones freed again: 34 MiB of free chunks that
+ * no arena can give back whole.
+ */
+static void holes_between_pins(void **big, void **pin, int n)
+{
+	for (int i = 0; i < n; i++) {
+		big[i] = malloc(60000);
+		pin[i] = malloc(9000);
+		CHECK(big[i] && pin[i], "malloc");
+		memset(big[i], 0x5a, 60000);
+		fill_pattern(pin[i], 9000, (uint64_t)i);
+	}
+	for (int i = 0; i < n; i++)
+		free(big[i]);
+}
+
+/*
  * kmm_trim() (malloc_trim) decommits the free chunks' whole pages inside
  * arenas that still hold blocks: freed 60000-byte blocks between live
  * 9000-byte ones leave no arena empty.
@@ -278,15 +296,7 @@ static void test_trim_in_place(void)
 {
 	enum { N = 600 };
 	static void *big[N], *pin[N];
-	for (int i = 0; i < N; i++) {
-		big[i] = malloc(60000);
-		pin[i] = malloc(9000);
-		CHECK(big[i] && pin[i], "malloc");
-		memset(big[i], 0x5a, 60000);
-		fill_pattern(pin[i], 9000, (uint64_t)i);
-	}
-	for (int i = 0; i < N; i++)
-		free(big[i]);
+	holes_between_pins(big, pin, N);
 	unsigned long long arenas = heap_stats().mid_arena_bytes;
 	unsigned long long before = rss_bytes();
 	unsigned long pages = kmm_trim();
@@ -323,15 +333,7 @@ static void test_aging(void)
 	enum { N = 600 };
 	static void *big[N], *pin[N];
 	long decay_ms = kmm_tune_get(KMM_TUNE_DECAY_MS);
-	for (int i = 0; i < N; i++) {
-		big[i] = malloc(60000);
-		pin[i] = malloc(9000);
-		CHECK(big[i] && pin[i], "malloc");
-		memset(big[i], 0x5a, 60000);
-		fill_pattern(pin[i], 9000, (uint64_t)i);
-	}
-	for (int i = 0; i < N; i++)
-		free(big[i]);
+	holes_between_pins(big, pin, N);
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 0) == 0, "kmm_tune_set(KMM_TUNE_DECAY_MS, 0)");
 	unsigned long long before = rss_bytes();
 	/* 1024 more frees: four passes, so every free chunk was seen free twice. */
