@@ -384,17 +384,19 @@ static noinline void heap_age(struct mid_heap *h)
 	if (now - h->aged_ms < (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS) / 4)
 		return;
 	h->aged_ms = now;
-	struct list_head *pos;
-	list_for_each(pos, &h->arenas) {
-		struct mid_arena *a = list_entry(pos, struct mid_arena, link);
-		struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
-		for (; c != end; c = next_chunk(c)) {
-			if (c->head & (MID_INUSE | MID_DECOMMITTED))
-				continue;
-			if (c->head & MID_AGED)
-				chunk_decommit(c);
-			else
-				c->head |= MID_AGED;
+	/* The free lists, not the arenas: a pass costs the free chunks that can hold a page. */
+	for (unsigned f = KMM_PAGE_SHIFT; f < MID_FL; f++) {
+		if (!(h->fl_map & (1u << f)))
+			continue;
+		for (unsigned sl = 0; sl < MID_SL; sl++) {
+			for (struct mid_chunk *c = h->free[f][sl]; c; c = c->next) {
+				if (c->head & MID_DECOMMITTED)
+					continue;
+				if (c->head & MID_AGED)
+					chunk_decommit(c);
+				else
+					c->head |= MID_AGED;
+			}
 		}
 	}
 }
