@@ -263,10 +263,12 @@ void *kmalloc_core(size_t size, size_t align, unsigned flags)
 	if (likely(align <= 16)) {
 		if (size > MID_MIN_SIZE && size <= MID_MAX_SIZE && (flags & KMALLOC_GFP_MID))
 			return mid_alloc(size, flags);
+		flags &= KMM_GFP_VALID_MASK; /* the lower layers see only the public bits */
 		if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE))
 			return slab_alloc(&kmalloc_caches[kmalloc_index(size)], flags);
 		return kmalloc_pages(size, 0, flags);
 	}
+	flags &= KMM_GFP_VALID_MASK;
 	if (size <= KMM_KMALLOC_MAX_CACHE_SIZE && align <= KMM_PAGE_SIZE) {
 		unsigned idx = aligned_class(kmalloc_index(MAX(size, align)), align);
 		if (idx < NR_KMALLOC_CLASSES)
@@ -432,7 +434,7 @@ void *krealloc_checked(void *p, size_t size, unsigned flags, const char *fn)
 				return p;
 			}
 			unsigned long had = b.page->nr_pages;
-			if (nr == had || grow_pages_exact(b.page, nr, flags)) {
+			if (nr == had || grow_pages_exact(b.page, nr, flags & KMM_GFP_VALID_MASK)) {
 				__atomic_fetch_add(&large_bytes, (nr - had) << KMM_PAGE_SHIFT,
 						   __ATOMIC_RELAXED);
 				if ((flags & KMM_GFP_ZERO) && size > old)

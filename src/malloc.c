@@ -113,7 +113,7 @@ static noinline void *malloc_slow(size_t size)
 		struct kmem_cache_cpu *c = kmalloc_slot_for(owner, size);
 		struct kmm_cache *s = &kmalloc_caches[c - t->first];
 		void *obj = slab_take_local(s, c);
-		return obj ? obj : slab_alloc_refill(s, c, MALLOC_FLAGS);
+		return obj ? obj : slab_alloc_refill(s, c, KMM_GFP_KERNEL);
 	}
 	void *p = do_malloc(size);
 	if (!stats_enabled)

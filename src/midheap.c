@@ -232,7 +232,7 @@ static struct mid_chunk *arena_first(struct mid_arena *a) { return chunk_at(a, M
 
 static bool arena_new(struct mid_heap *h, unsigned gfp)
 {
-	struct page *head = alloc_pages(gfp & ~KMM_GFP_ZERO, MID_ARENA_ORDER);
+	struct page *head = alloc_pages(gfp & KMM_GFP_VALID_MASK & ~KMM_GFP_ZERO, MID_ARENA_ORDER);
 	if (!head)
 		return false;
 	prep_compound(head, MID_ARENA_ORDER);
