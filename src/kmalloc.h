@@ -92,7 +92,7 @@ static always_inline void *kmalloc_cpu_pop(struct kmem_cache_cpu *c)
 /*
  * Internal gfp bit (outside KMM_GFP_VALID_MASK): a malloc-family request,
  * which kmalloc_core() serves from the mid heap where its size falls there
- * (midheap.h); the lower layers ignore it.
+ * (midheap.h); it is cleared before a call reaches the slab or page layer.
  */
 #define KMALLOC_GFP_MID 0x100u
 _Static_assert((KMALLOC_GFP_MID & KMM_GFP_VALID_MASK) == 0, "an internal gfp bit");
