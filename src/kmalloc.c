@@ -260,15 +260,15 @@ static noinline void *kmalloc_pages(size_t size, size_t align, unsigned flags)
 
 void *kmalloc_core(size_t size, size_t align, unsigned flags)
 {
+	bool mid = flags & KMALLOC_GFP_MID;
+	flags &= KMM_GFP_VALID_MASK; /* the lower layers see only the public bits */
 	if (likely(align <= 16)) {
-		if (size > MID_MIN_SIZE && size <= MID_MAX_SIZE && (flags & KMALLOC_GFP_MID))
+		if (mid && size > MID_MIN_SIZE && size <= MID_MAX_SIZE)
 			return mid_alloc(size, flags);
-		flags &= KMM_GFP_VALID_MASK; /* the lower layers see only the public bits */
 		if (likely(size <= KMM_KMALLOC_MAX_CACHE_SIZE))
 			return slab_alloc(&kmalloc_caches[kmalloc_index(size)], flags);
 		return kmalloc_pages(size, 0, flags);
 	}
-	flags &= KMM_GFP_VALID_MASK;
 	if (size <= KMM_KMALLOC_MAX_CACHE_SIZE && align <= KMM_PAGE_SIZE) {
 		unsigned idx = aligned_class(kmalloc_index(MAX(size, align)), align);
 		if (idx < NR_KMALLOC_CLASSES)

@@ -37,6 +37,7 @@
 #include "stats.h"
 
 #define MALLOC_FLAGS (KMM_GFP_KERNEL | KMALLOC_GFP_MID)
+_Static_assert(MID_MIN_SIZE <= KMALLOC_SLOT_TABLE_MAX, "malloc()'s slot table covers the slab sizes");
 /*
  * malloc never uses kmalloc-8: every block is at least 16 bytes, so every
  * result is 16-byte aligned (as glibc's) and every free slot of a class it
@@ -124,26 +125,15 @@ static noinline void *malloc_slow(size_t size)
 KMM_EXPORT void *malloc(size_t size)
 {
 	char *owner = malloc_owner;
-	void *obj;
-	/* Up to MID_MIN_SIZE: the class's slot; above it the mid heap (below), then page runs. */
-#if MID_MIN_SIZE <= KMALLOC_SLOT_TABLE_MAX
-	if (likely(size <= MID_MIN_SIZE))
-		obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
-	else
-		obj = NULL;
-#else
-	if (likely(size <= KMALLOC_SLOT_TABLE_MAX))
-		obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
-	else if (size <= MID_MIN_SIZE)
-		obj = kmalloc_cpu_pop(kmalloc_slot_of_big(owner, size));
-	else
-		obj = NULL;
-#endif
-	if (likely(obj != NULL))
-		return obj;
-	/* The mid heap's sizes straight there, once the thread is set up (and statistics off). */
-	if (size > MID_MIN_SIZE && size <= MID_MAX_SIZE && likely(owner != MALLOC_OWNER_NONE))
+	/* Up to MID_MIN_SIZE: the class's slot; above it the mid heap, then page runs. */
+	if (likely(size <= MID_MIN_SIZE)) {
+		void *obj = kmalloc_cpu_pop(kmalloc_slot_of(owner, size));
+		if (likely(obj != NULL))
+			return obj;
+	} else if (size <= MID_MAX_SIZE && likely(owner != MALLOC_OWNER_NONE)) {
+		/* Straight to the heap once the thread is set up (and statistics off). */
 		return mid_alloc(size, MALLOC_FLAGS);
+	}
 	return malloc_slow(size);
 }
 

@@ -89,8 +89,7 @@ struct mid_heap;
 struct mid_arena {
 	struct mid_heap *heap;
 	struct list_head link; /* heap->arenas */
-	uint32_t used;         /* bytes of chunks in use */
-	uint32_t pad[5];
+	uint32_t pad[6];
 };
 /* The first chunk's header follows the arena header; payloads are 16-byte aligned. */
 _Static_assert(sizeof(struct mid_arena) % MID_GRAIN == 0, "arena header");
@@ -239,7 +238,6 @@ static bool arena_new(struct mid_heap *h, unsigned gfp)
 	set_page_flags(head, PG_head | PG_mid);
 	struct mid_arena *a = page_to_virt(head);
 	a->heap = h;
-	a->used = 0;
 	list_add(&a->link, &h->arenas);
 	struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
 	c->head = MID_SPACE;
@@ -295,7 +293,6 @@ static always_inline struct mid_heap *heap_of_thread(void)
 static void chunk_use(struct mid_heap *h, struct mid_chunk *c, uint32_t need)
 {
 	uint32_t size = chunk_size(c);
-	struct mid_arena *a = chunk_arena(c);
 	if (size == MID_SPACE)
 		h->nr_empty--;
 	if (size - need >= MID_MIN_CHUNK) {
@@ -311,7 +308,6 @@ static void chunk_use(struct mid_heap *h, struct mid_chunk *c, uint32_t need)
 	}
 	c->head = size | MID_INUSE;
 	c->canary = mid_canary(c);
-	a->used += size;
 	store_rel(&h->in_use, h->in_use + size);
 	__atomic_store_n(&h->blocks, h->blocks + 1, __ATOMIC_RELAXED);
 }
@@ -358,34 +354,20 @@ static size_t chunk_decommit(struct mid_chunk *c)
 	return hi - lo;
 }
 
-/* Decommit the whole pages of every free chunk of @a not decommitted yet. */
-static size_t arena_decommit_free(struct mid_arena *a)
-{
-	size_t bytes = 0;
-	struct mid_chunk *c = arena_first(a), *end = chunk_at(c, MID_SPACE);
-	for (; c != end; c = next_chunk(c)) {
-		if (c->head & (MID_INUSE | MID_DECOMMITTED))
-			continue;
-		bytes += chunk_decommit(c);
-	}
-	return bytes;
-}
-
 /*
  * Memory back to the OS without a trim: every KMM_DECAY_MS / 4 (looked at
  * once every 256 frees, so that the clock stays off the fast path) a pass
  * over the heap decommits the free chunks that were free at the pass before
  * too, and marks the others.  So a chunk left free for one to two periods
  * is decommitted, and one the program reuses at once is not (a merge or a
- * split makes a new, unmarked chunk).  Heap @h is locked.
+ * split makes a new, unmarked chunk).  kmm_trim() (@now) decommits every
+ * free chunk at once.  The free lists are walked, not the arenas: a pass
+ * costs the free chunks that can hold a page.  Heap @h is locked; returns
+ * the bytes decommitted.
  */
-static noinline void heap_age(struct mid_heap *h)
+static size_t heap_decommit(struct mid_heap *h, bool now)
 {
-	uint64_t now = kmm_now_ms();
-	if (now - h->aged_ms < (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS) / 4)
-		return;
-	h->aged_ms = now;
-	/* The free lists, not the arenas: a pass costs the free chunks that can hold a page. */
+	size_t bytes = 0;
 	for (unsigned f = KMM_PAGE_SHIFT; f < MID_FL; f++) {
 		if (!(h->fl_map & (1u << f)))
 			continue;
@@ -393,13 +375,23 @@ static noinline void heap_age(struct mid_heap *h)
 			for (struct mid_chunk *c = h->free[f][sl]; c; c = c->next) {
 				if (c->head & MID_DECOMMITTED)
 					continue;
-				if (c->head & MID_AGED)
-					chunk_decommit(c);
+				if (now || (c->head & MID_AGED))
+					bytes += chunk_decommit(c);
 				else
 					c->head |= MID_AGED;
 			}
 		}
 	}
+	return bytes;
+}
+
+static noinline void heap_age(struct mid_heap *h)
+{
+	uint64_t now = kmm_now_ms();
+	if (now - h->aged_ms < (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS) / 4)
+		return;
+	h->aged_ms = now;
+	heap_decommit(h, false);
 }
 
 /* ---- pointers back ---- */
@@ -437,7 +429,6 @@ static void chunk_free(struct mid_heap *h, struct mid_chunk *c)
 {
 	uint32_t size = chunk_size(c);
 	struct mid_arena *a = chunk_arena(c);
-	a->used -= size;
 	store_rel(&h->in_use, h->in_use - size);
 	__atomic_store_n(&h->blocks, h->blocks - 1, __ATOMIC_RELAXED);
 	c->canary = 0; /* with MID_INUSE clear: a later free of it is a double free */
@@ -502,8 +493,6 @@ bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
 	}
 	/* Now @c may take @avail bytes; what is past @need goes back when it can stand alone. */
 	uint32_t keep = avail - need >= MID_MIN_CHUNK ? need : avail;
-	struct mid_arena *a = chunk_arena(c);
-	a->used += keep - have;
 	store_rel(&h->in_use, h->in_use + keep - have);
 	c->head = keep | MID_INUSE;
 	c->canary = mid_canary(c);
@@ -512,7 +501,6 @@ bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
 		rest->head = (avail - keep) | MID_INUSE;
 		rest->prev_size = 0;
 		rest->canary = mid_canary(rest);
-		a->used += avail - keep;
 		store_rel(&h->in_use, h->in_use + avail - keep);
 		__atomic_store_n(&h->blocks, h->blocks + 1, __ATOMIC_RELAXED);
 		chunk_free(h, rest); /* merges it with a free successor */
@@ -556,14 +544,13 @@ size_t mid_trim(void)
 		list_for_each_safe(pos, tmp, &h->arenas) {
 			struct mid_arena *a = list_entry(pos, struct mid_arena, link);
 			struct mid_chunk *c = arena_first(a);
-			if (chunk_size(c) != MID_SPACE || (c->head & MID_INUSE)) {
-				decommitted += arena_decommit_free(a);
+			if (chunk_size(c) != MID_SPACE || (c->head & MID_INUSE))
 				continue;
-			}
 			free_list_del(h, c);
 			h->nr_empty--;
 			arena_release(h, a);
 		}
+		decommitted += heap_decommit(h, true);
 		kmm_funlock(&h->lock);
 	}
 	return decommitted;
@@ -622,7 +609,6 @@ static bool heap_bad(struct mid_heap *h)
 		VCHECK(end->head == MID_INUSE, "arena %p: sentinel overwritten", (void *)a);
 		VCHECK(end->prev_size == (prev_inuse ? 0 : prev_size), "arena %p: sentinel prev_size",
 		       (void *)a);
-		VCHECK(a->used == used, "arena %p: used %u, chunks in use %u", (void *)a, a->used, used);
 		in_use += used;
 	}
 	for (unsigned f = 0; f < MID_FL; f++) {
