@@ -1385,6 +1385,89 @@ KMM_EXPORT void kmm_buddyinfo(FILE *out)
 	fputc('\n', out);
 }
 
+/* The kinds' names in kmm_pagetypeinfo(), as the kernel names its migratetypes. */
+static const char *const mt_names[MT_TYPES] = {
+	[MT_SMALL] = "Small", [MT_LARGE] = "Large", [MT_FREE] = "Kindless"};
+
+/*
+ * /proc/pagetypeinfo's report for kmm's kinds (see MT_SMALL), with one table
+ * of kmm's own after the kernel's two: of the free pages, those still
+ * resident (not decommitted since last handed out) - where a heap's RSS goes
+ * that is neither in use nor given back.  Counted under the zone lock in one
+ * pass over the free lists and the sections, as the kernel counts it.
+ */
+KMM_EXPORT void kmm_pagetypeinfo(FILE *out)
+{
+	kmm_ensure_init();
+	struct zone *z = &zone_normal;
+	unsigned long nr_pages[MT_TYPES][KMM_MAX_ORDER] = {{0}};
+	unsigned long resident[MT_TYPES][KMM_MAX_ORDER] = {{0}};
+	unsigned long blocks[MT_TYPES] = {0};
+	kmm_lock(&z->lock);
+	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
+		for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
+			struct list_head *pos;
+			list_for_each(pos, &z->free_area[o].free_list[mt]) {
+				struct page *page = list_entry(pos, struct page, lru);
+				nr_pages[mt][o]++;
+				resident[mt][o] += bits_range(page_section(page)->resident,
+							      page_index(page), 1ul << o, BITS_COUNT);
+			}
+		}
+	}
+	for (unsigned s = 0; s < z->section_hwm; s++) {
+		struct mem_section *ms = z->section[s];
+		if (!ms)
+			continue;
+		for (size_t pb = 0; pb < (KMM_SECTION_PAGES >> PAGEBLOCK_ORDER); pb++) {
+			struct page *first = &ms->mem_map[pb << PAGEBLOCK_ORDER];
+			/* A wholly free pageblock has no kind, whatever its byte says. */
+			bool free_whole = (page_flags(first) & PG_buddy) && first->order >= PAGEBLOCK_ORDER;
+			bool inside_free = false;
+			if (!free_whole) {
+				/* Inside a larger free block: find its head among the aligned candidates. */
+				for (unsigned o = PAGEBLOCK_ORDER + 1; o < KMM_MAX_ORDER && !inside_free; o++) {
+					struct page *h = &ms->mem_map[(pb << PAGEBLOCK_ORDER) & ~((1ul << o) - 1)];
+					inside_free = (page_flags(h) & PG_buddy) && h->order >= o;
+				}
+			}
+			blocks[free_whole || inside_free ? MT_FREE : ms->pageblock_mt[pb]]++;
+		}
+	}
+	kmm_unlock(&z->lock);
+
+	fprintf(out, "Page block order: %d\n", PAGEBLOCK_ORDER);
+	fprintf(out, "Pages per block:  %lu\n\n", 1ul << PAGEBLOCK_ORDER);
+	fprintf(out, "%-43s ", "Free pages count per migrate type at order");
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		fprintf(out, "%6u ", o);
+	fputc('\n', out);
+	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
+		fprintf(out, "Node %4d, zone %8s, type %12s ", z->node, z->name, mt_names[mt]);
+		for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+			fprintf(out, "%6lu ", nr_pages[mt][o]);
+		fputc('\n', out);
+	}
+	fprintf(out, "\n%-23s", "Number of blocks type ");
+	for (unsigned mt = 0; mt < MT_TYPES; mt++)
+		fprintf(out, "%12s ", mt_names[mt]);
+	fputc('\n', out);
+	fprintf(out, "Node %d, zone %8s ", z->node, z->name);
+	for (unsigned mt = 0; mt < MT_TYPES; mt++)
+		fprintf(out, "%12lu ", blocks[mt]);
+	fputc('\n', out);
+	fprintf(out, "\n%-43s ", "Resident free pages per migrate type at order");
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		fprintf(out, "%6u ", o);
+	fputc('\n', out);
+	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
+		fprintf(out, "Node %4d, zone %8s, type %12s ", z->node, z->name, mt_names[mt]);
+		for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+			fprintf(out, "%6lu ", resident[mt][o]);
+		fputc('\n', out);
+	}
+}
+
 unsigned long zone_peak_pages(void)
 {
 	kmm_lock(&zone_normal.lock);

@@ -100,6 +100,8 @@ KMM_EXPORT void kmm_stats_print(FILE *out)
 	fprintf(out, "kmm %s statistics\n", KMM_VERSION_STRING);
 	fprintf(out, "-- /proc/buddyinfo --\n");
 	kmm_buddyinfo(out);
+	fprintf(out, "-- /proc/pagetypeinfo --\n");
+	kmm_pagetypeinfo(out);
 	fprintf(out, "-- /proc/slabinfo --\n");
 	kmm_slabinfo(out);
 	fprintf(out, "-- heap --\n");

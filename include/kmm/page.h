@@ -75,6 +75,15 @@ int kmm_buddy_validate(void);
 /* Print the zones in exactly the /proc/buddyinfo format, one line per zone. */
 void kmm_buddyinfo(FILE *out);
 
+/*
+ * Print the zone in the /proc/pagetypeinfo format, kmm's two kinds of
+ * pageblock (Small: slabs and pcp blocks; Large: page runs; Kindless: wholly
+ * free) as the kernel's migratetypes: free blocks per kind and order, and
+ * pageblocks per kind.  A third table, kmm's own, counts the free pages per
+ * kind and order that are still resident.
+ */
+void kmm_pagetypeinfo(FILE *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_proc.c - the /proc-style reports: kmm_buddyinfo() and kmm_slabinfo().
+ * test_proc.c - the /proc-style reports: kmm_buddyinfo(), kmm_pagetypeinfo()
+ * and kmm_slabinfo().
  *
  * Each line is parsed, printed again with the kernel's own format string
  * and compared byte for byte, so any deviation from the kernel's layout
@@ -8,6 +9,14 @@
  * taken with nothing else running.
  *
  *   /proc/buddyinfo:  "Node %d, zone %8s " then "%6lu " per order, then "\n".
+ *   /proc/pagetypeinfo: "Page block order: %d", "Pages per block:  %lu", a
+ *                     blank line, "%-43s " "Free pages count per migrate type
+ *                     at order" then "%6d " per order, per type "Node %4d,
+ *                     zone %8s, type %12s " then "%6lu " per order; a blank
+ *                     line, "%-23s" "Number of blocks type " then "%12s "
+ *                     per type, "Node %d, zone %8s " then "%12lu " per type.
+ *                     kmm adds a third table in the first one's layout: the
+ *                     free pages per type and order still resident.
  *   /proc/slabinfo:   "slabinfo - version: 2.1", the "# name ..." header,
  *                     then per cache
  *                     "%-17s %6lu %6lu %6u %4u %4d : tunables %4u %4u %4u
@@ -126,6 +135,143 @@ static void test_buddyinfo(struct rng *r)
 	}
 	CHECK(found == 1, "%d lines for zone Normal in:\n%s", found, text);
 	free(text);
+
+	for (size_t i = 1; i < ARRAY_SIZE(held); i += 2)
+		kmm_free_pages(held[i], held_order[i]);
+}
+
+/* ---- pagetypeinfo ---- */
+
+#define NR_KINDS 3
+static const char *const kind_names[NR_KINDS] = {"Small", "Large", "Kindless"};
+
+/* Check @line is the header "%-43s " @title then "%6d " per order. */
+static void check_order_header(const char *line, const char *title)
+{
+	char want[512];
+	int len = snprintf(want, sizeof(want), "%-43s ", title);
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++)
+		len += snprintf(want + len, sizeof(want) - (size_t)len, "%6u ", k);
+	CHECK(strcmp(line, want) == 0, "pagetypeinfo header:\n got  \"%s\"\n want \"%s\"", line, want);
+}
+
+/* Parse "Node %4d, zone %8s, type %12s " and a count per order; exact format. */
+static void parse_type_line(const char *line, const char *kind, unsigned long *nr)
+{
+	char zone[32], type[32], again[512];
+	int node, pos = 0;
+	CHECK(sscanf(line, "Node %d, zone %31s type %31s%n", &node, zone, type, &pos) == 3 && pos > 0,
+	      "pagetypeinfo line does not parse: \"%s\"", line);
+	CHECK(strcmp(zone, "Normal,") == 0 && strcmp(type, kind) == 0,
+	      "pagetypeinfo line is not zone Normal, type %s: \"%s\"", kind, line);
+	const char *s = line + pos;
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++) {
+		char *end;
+		errno = 0;
+		nr[k] = strtoul(s, &end, 10);
+		CHECK(end != s && errno == 0, "pagetypeinfo line lacks order %u: \"%s\"", k, line);
+		s = end;
+	}
+	int len = snprintf(again, sizeof(again), "Node %4d, zone %8s, type %12s ", node, "Normal", kind);
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++)
+		len += snprintf(again + len, sizeof(again) - (size_t)len, "%6lu ", nr[k]);
+	CHECK(strcmp(again, line) == 0, "pagetypeinfo line:\n got  \"%s\"\n want \"%s\"", line, again);
+}
+
+struct pagetype_report {
+	unsigned long free[NR_KINDS][KMM_MAX_ORDER];
+	unsigned long resident[NR_KINDS][KMM_MAX_ORDER];
+	unsigned long blocks[NR_KINDS];
+};
+
+static void parse_pagetypeinfo(struct pagetype_report *r)
+{
+	char *text = capture(kmm_pagetypeinfo), *lines[64], want[512];
+	size_t n = split_lines(text, lines, ARRAY_SIZE(lines));
+	unsigned long per_block;
+	int order, len, pos = 0;
+
+	CHECK(n == 15, "pagetypeinfo has %zu lines, expected 15:\n%s", n, text);
+	CHECK(sscanf(lines[0], "Page block order: %d", &order) == 1 && order > 0 && order < KMM_MAX_ORDER,
+	      "pagetypeinfo line 1: \"%s\"", lines[0]);
+	CHECK(sscanf(lines[1], "Pages per block:  %lu", &per_block) == 1 && per_block == 1ul << order,
+	      "pagetypeinfo line 2: \"%s\"", lines[1]);
+	CHECK(lines[2][0] == '\0' && lines[7][0] == '\0' && lines[10][0] == '\0', "blank lines missing");
+	check_order_header(lines[3], "Free pages count per migrate type at order");
+	for (unsigned t = 0; t < NR_KINDS; t++)
+		parse_type_line(lines[4 + t], kind_names[t], r->free[t]);
+	len = snprintf(want, sizeof(want), "%-23s", "Number of blocks type ");
+	for (unsigned t = 0; t < NR_KINDS; t++)
+		len += snprintf(want + len, sizeof(want) - (size_t)len, "%12s ", kind_names[t]);
+	CHECK(strcmp(lines[8], want) == 0, "block count header:\n got  \"%s\"\n want \"%s\"", lines[8], want);
+	CHECK(sscanf(lines[9], "Node 0, zone   Normal %lu %lu %lu%n", &r->blocks[0], &r->blocks[1],
+	             &r->blocks[2], &pos) == 3 && pos > 0,
+	      "block count line: \"%s\"", lines[9]);
+	len = snprintf(want, sizeof(want), "Node %d, zone %8s ", 0, "Normal");
+	for (unsigned t = 0; t < NR_KINDS; t++)
+		len += snprintf(want + len, sizeof(want) - (size_t)len, "%12lu ", r->blocks[t]);
+	CHECK(strcmp(lines[9], want) == 0, "block count line:\n got  \"%s\"\n want \"%s\"", lines[9], want);
+	check_order_header(lines[11], "Resident free pages per migrate type at order");
+	for (unsigned t = 0; t < NR_KINDS; t++)
+		parse_type_line(lines[12 + t], kind_names[t], r->resident[t]);
+	free(text);
+}
+
+static void test_pagetypeinfo(struct rng *r)
+{
+	struct kmm_zone_stats zs;
+	struct pagetype_report rep;
+	void *held[64];
+	unsigned held_order[64];
+
+	for (size_t i = 0; i < ARRAY_SIZE(held); i++) {
+		held_order[i] = (unsigned)rng_below(r, KMM_MAX_ORDER);
+		held[i] = kmm_alloc_pages(KMM_GFP_KERNEL, held_order[i]);
+		CHECK(held[i] != NULL, "order-%u allocation failed: %s", held_order[i], strerror(errno));
+		/* Touch every page, so that the freed half is resident until trimmed. */
+		memset(held[i], 0x5a, (size_t)4096 << held_order[i]);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(held); i += 2)
+		kmm_free_pages(held[i], held_order[i]);
+	kmm_drain_local();
+
+	parse_pagetypeinfo(&rep);
+	kmm_zone_stats(&zs);
+	unsigned long blocks = 0, free_pages = 0, resident = 0;
+	for (unsigned t = 0; t < NR_KINDS; t++)
+		blocks += rep.blocks[t];
+	CHECK(blocks * 64 == zs.managed_pages, "%lu pageblocks of 64 pages in a zone of %lu pages", blocks,
+	      zs.managed_pages);
+	for (unsigned k = 0; k < KMM_MAX_ORDER; k++) {
+		unsigned long sum = 0;
+		for (unsigned t = 0; t < NR_KINDS; t++) {
+			sum += rep.free[t][k];
+			free_pages += rep.free[t][k] << k;
+			resident += rep.resident[t][k];
+			CHECK(rep.resident[t][k] <= rep.free[t][k] << k,
+			      "%s order %u: %lu resident pages in %lu free blocks", kind_names[t], k,
+			      rep.resident[t][k], rep.free[t][k]);
+		}
+		CHECK(sum == zs.nr_free[k], "pagetypeinfo: %lu free blocks of order %u, kmm_zone_stats() %lu",
+		      sum, k, zs.nr_free[k]);
+	}
+	CHECK(free_pages == zs.free_pages, "pagetypeinfo: %lu free pages, kmm_zone_stats() %lu", free_pages,
+	      zs.free_pages);
+	/* Every other block was written and freed: its pages are free and still resident. */
+	CHECK(resident > 0, "no resident free pages after freeing written blocks");
+	CHECK(resident <= zs.resident_pages, "%lu resident free pages, %lu resident in all", resident,
+	      zs.resident_pages);
+	/* Whole free pageblocks have no kind. */
+	for (unsigned k = 6; k < KMM_MAX_ORDER; k++)
+		CHECK(rep.free[0][k] == 0 && rep.free[1][k] == 0, "a free block of order %u has a kind", k);
+
+	/* kmm_trim() decommits every free block of 64 KiB (order 4) and up. */
+	kmm_trim();
+	parse_pagetypeinfo(&rep);
+	for (unsigned t = 0; t < NR_KINDS; t++)
+		for (unsigned k = 4; k < KMM_MAX_ORDER; k++)
+			CHECK(rep.resident[t][k] == 0, "%s order %u: %lu pages resident after kmm_trim()",
+			      kind_names[t], k, rep.resident[t][k]);
 
 	for (size_t i = 1; i < ARRAY_SIZE(held); i += 2)
 		kmm_free_pages(held[i], held_order[i]);
@@ -305,6 +451,7 @@ int main(void)
 
 	rng_seed(&r, test_init("test_proc", 0x70726f6366733031ull));
 	test_buddyinfo(&r);
+	test_pagetypeinfo(&r);
 	test_slabinfo();
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate() failed at the end");
 	CHECK(kmm_slab_validate(NULL) == 0, "kmm_slab_validate(NULL) failed at the end");
