@@ -37,6 +37,8 @@
  *      free block's resident bits do not change while it is listed);
  *      isolated_pages is the frames of the PG_isolated blocks; the frames
  *      busy now (neither free nor isolated) are at most peak_busy_pages.
+ *   I8 on every free list the blocks with resident frames come before those
+ *      without (add_to_free_area()), so a take finds resident ones first.
  *
  * Per-thread page lists (pcp): each thread caches free blocks of order <=
  * PCP_MAX_ORDER on lists of its own, refilled from and drained to the zone in
@@ -131,21 +133,31 @@ static void claim_pageblocks(struct mem_section *ms, size_t idx, size_t n, unsig
 		ms->pageblock_mt[pb] = (uint8_t)mt;
 }
 
+/*
+ * A block with resident frames goes to the head of its list, one with none
+ * (decommitted, or never handed out) to the tail: a take (the head) reuses
+ * frames that are resident already before it faults in fresh ones.  With
+ * every free block at the head, the blocks the resident cap had just
+ * decommitted were the next ones taken - faulted back in, which put the zone
+ * over the cap again, which decommitted the next oldest: mstress at 1
+ * thread ran 1.5x as long with the cap at 1/16 of the peak as at 1/8.
+ */
 static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 {
 	set_page_flags(page, PG_buddy);
 	page->order = (uint8_t)order;
 	unsigned mt = block_mt(page, order);
-	list_add(&page->lru, &z->free_area[order].free_list[mt]);
+	unsigned long resident =
+		bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT);
+	if (resident)
+		list_add(&page->lru, &z->free_area[order].free_list[mt]);
+	else
+		list_add_tail(&page->lru, &z->free_area[order].free_list[mt]);
 	z->free_area[order].nr_free++;
 	z->free_mask[mt] |= 1u << order;
 	z->free_pages += 1ul << order;
-	if (order >= DECAY_MIN_ORDER) {
-		unsigned long resident =
-			bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT);
-		if (resident)
-			queue_decay(z, page, resident);
-	}
+	if (order >= DECAY_MIN_ORDER && resident)
+		queue_decay(z, page, resident);
 }
 
 static void del_from_free_area(struct zone *z, struct page *page, unsigned order)
@@ -208,12 +220,41 @@ static unsigned order_migratetype(unsigned order)
 	return order <= PCP_MAX_ORDER ? MT_SMALL : MT_LARGE;
 }
 
+static bool block_resident(const struct page *page, unsigned order)
+{
+	return bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT) != 0;
+}
+
+/*
+ * On list @list (free_mask bits @mask, orders >= @order): the lowest order
+ * whose first block has resident frames, or 0 if none has.  Each list keeps
+ * its resident blocks first (add_to_free_area()), so a first block without
+ * any means an order with none.
+ */
+static unsigned resident_order(struct zone *z, unsigned list, unsigned mask, unsigned order)
+{
+	for (mask >>= order; mask; mask &= mask - 1) {
+		unsigned o = order + (unsigned)__builtin_ctz(mask);
+		struct page *p = list_first_entry(&z->free_area[o].free_list[list], struct page, lru);
+		if (block_resident(p, o))
+			return o + 1;
+	}
+	return 0;
+}
+
 /*
  * Take a block of exactly @order off the free lists (the kernel's
  * __rmqueue_smallest + expand): the smallest of the order's kind; else the
  * smallest kindless one (MT_FREE), whose pageblocks the request takes become
  * of its kind; else, only if @steal, the smallest of the other kind.  Lock
  * held.  NULL if none.
+ *
+ * Resident frames first: when the smallest fitting block has none (it was
+ * decommitted, or never used), a larger block of the kind, or a kindless
+ * one, that is resident is split instead.  Its frames are free and count in
+ * the RSS either way; faulting in fresh ones beside them grows the RSS, and
+ * at the resident cap (zone_resident_excess()) makes the zone decommit
+ * other blocks for it.
  */
 static struct page *rmqueue_smallest(struct zone *z, unsigned order, bool steal)
 {
@@ -228,6 +269,15 @@ static struct page *rmqueue_smallest(struct zone *z, unsigned order, bool steal)
 		return NULL;
 	unsigned cur = order + (unsigned)__builtin_ctz(z->free_mask[list] >> order);
 	struct page *page = list_first_entry(&z->free_area[cur].free_list[list], struct page, lru);
+	if (!block_resident(page, cur)) {
+		unsigned r = resident_order(z, list, z->free_mask[list] & ~(1u << cur), cur);
+		if (!r && list == mt && (r = resident_order(z, MT_FREE, z->free_mask[MT_FREE], order)))
+			list = MT_FREE;
+		if (r) {
+			cur = r - 1;
+			page = list_first_entry(&z->free_area[cur].free_list[list], struct page, lru);
+		}
+	}
 	del_from_free_area(z, page, cur);
 	/*
 	 * A kindless block starts a pageblock: the halves split off below
@@ -1164,12 +1214,29 @@ static unsigned long decay_locked(struct zone *z, bool force)
 	long purge = (long)zone_resident_excess(z);
 	if (purge)
 		purge += (long)(DIRTY_MIN_PAGES / 4);
+	/*
+	 * kmm_trim(): the wholly free sections that hold no resident frame (never
+	 * used, or decommitted) go back too - they are not on the decay list.
+	 * Bounded by the count at the start: a brk section that cannot go back
+	 * returns to the list and must not be taken again and again.
+	 */
+	unsigned long cold_sections = force ? z->free_area[KMM_MAX_ORDER - 1].nr_free : 0;
 	for (;;) {
 		unsigned n = 0;
-		while (n < DECAY_BATCH && !list_empty(&z->decay_list)) {
-			struct page *p = list_first_entry(&z->decay_list, struct page, decay);
-			if (!force && now - p->freed_ms < delay && purge <= 0)
+		while (n < DECAY_BATCH) {
+			struct page *p;
+			if (!list_empty(&z->decay_list)) {
+				p = list_first_entry(&z->decay_list, struct page, decay);
+				if (!force && now - p->freed_ms < delay && purge <= 0)
+					break;
+			} else if (cold_sections > 0 &&
+				   !list_empty(&z->free_area[KMM_MAX_ORDER - 1].free_list[MT_FREE])) {
+				p = list_first_entry(&z->free_area[KMM_MAX_ORDER - 1].free_list[MT_FREE],
+						     struct page, lru);
+				cold_sections--;
+			} else {
 				break;
+			}
 			unsigned order = p->order;
 			unsigned long listed = z->decay_pages;
 			del_from_free_area(z, p, order); /* takes its resident frames off decay_pages */
@@ -1182,6 +1249,15 @@ static unsigned long decay_locked(struct zone *z, bool force)
 		if (n == 0)
 			break;
 		kmm_unlock(&z->lock);
+		/* Highest first: a brk section goes back only from the top of the break. */
+		for (unsigned i = 1; i < n; i++)
+			for (unsigned j = i; j > 0 && (uintptr_t)page_to_virt(batch[j - 1]) <
+							 (uintptr_t)page_to_virt(batch[j]);
+			     j--) {
+				struct page *t = batch[j - 1];
+				batch[j - 1] = batch[j];
+				batch[j] = t;
+			}
 		bool released[DECAY_BATCH];
 		for (unsigned i = 0; i < n; i++) {
 			struct page *p = batch[i];
@@ -1563,6 +1639,7 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 		unsigned long n = 0;
 		for (unsigned mt = 0; mt < MT_TYPES; mt++) {
 			unsigned long n_mt = 0;
+			bool cold_seen = false;
 			struct list_head *pos;
 			list_for_each (pos, &z->free_area[o].free_list[mt]) {
 				struct page *p = list_entry(pos, struct page, lru);
@@ -1570,6 +1647,12 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 				if (block_mt(p, o) != mt)
 					VFAIL("block %p of kind %u on the kind-%u list of order %u",
 					      (void *)p, block_mt(p, o), mt, o);
+				bool warm = block_resident(p, o);
+				if (warm && cold_seen)
+					VFAIL("resident block pfn %lu after a decommitted one on the "
+					      "kind-%u list of order %u",
+					      page_to_pfn(p), mt, o);
+				cold_seen |= !warm;
 				n_mt++;
 				if (!(p->flags & PG_buddy) || p->order != o)
 					VFAIL("block %p on free_area[%u] has flags %#x order %u",

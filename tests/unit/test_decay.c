@@ -147,6 +147,41 @@ static void test_resident_cap(void)
 }
 
 /* With a delay of 0 ms a freed block is decommitted by the free itself. */
+/*
+ * kmm_trim() gives back wholly free sections that were never touched too:
+ * they hold no resident frame, so no decay queues them, yet their address
+ * space (or the break) is held for nothing.
+ */
+static void test_trim_cold_sections(void)
+{
+	struct kmm_zone_stats z0, z1, z2;
+	kmm_trim();
+	kmm_zone_stats(&z0);
+	/* Two max-order blocks more than the zone has free: it grows by two sections. */
+	void *p[64];
+	unsigned n = 0;
+	for (; n < ARRAY_SIZE(p); n++) {
+		kmm_zone_stats(&z1);
+		if (z1.sections_added >= z0.sections_added + 2)
+			break;
+		p[n] = kmm_alloc_pages(KMM_GFP_KERNEL, KMM_MAX_ORDER - 1);
+		CHECK(p[n] != NULL, "max-order block %u: %s", n, strerror(errno));
+	}
+	CHECK(z1.sections_added >= z0.sections_added + 2, "the zone did not grow by two sections");
+	while (n > 0) /* never written: no frame of theirs is resident */
+		kmm_free_pages(p[--n], KMM_MAX_ORDER - 1);
+	kmm_trim();
+	kmm_zone_stats(&z2);
+	CHECK(z2.nr_sections <= z0.nr_sections,
+	      "kmm_trim() kept %lu sections (%lu before the untouched blocks)", z2.nr_sections,
+	      z0.nr_sections);
+	CHECK(z2.sections_released >= z0.sections_released + 2, "%lu sections released, %lu before",
+	      z2.sections_released, z0.sections_released);
+	CHECK(kmm_buddy_validate() == 0, "validate");
+	printf("  trim: untouched free sections go back too (%lu -> %lu -> %lu sections)\n",
+	       z0.nr_sections, z1.nr_sections, z2.nr_sections);
+}
+
 static void test_decay_zero(void)
 {
 	void *blocks[NBLOCKS];
@@ -352,6 +387,7 @@ int main(int argc, char **argv)
 	test_env();
 	test_brk();
 	test_trim();
+	test_trim_cold_sections();
 	test_decay_zero();
 	test_huge_decay_zero();
 	test_kmalloc_return();
