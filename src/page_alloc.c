@@ -140,7 +140,8 @@ static void claim_pageblocks(struct mem_section *ms, size_t idx, size_t n, unsig
  * every free block at the head, the blocks the resident cap had just
  * decommitted were the next ones taken - faulted back in, which put the zone
  * over the cap again, which decommitted the next oldest: mstress at 1
- * thread ran 1.5x as long with the cap at 1/16 of the peak as at 1/8.
+ * thread ran 1.56x as long with the cap at 1/16 of the peak as at 1/8
+ * (1.31x with this order).
  */
 static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 {
@@ -226,35 +227,17 @@ static bool block_resident(const struct page *page, unsigned order)
 }
 
 /*
- * On list @list (free_mask bits @mask, orders >= @order): the lowest order
- * whose first block has resident frames, or 0 if none has.  Each list keeps
- * its resident blocks first (add_to_free_area()), so a first block without
- * any means an order with none.
- */
-static unsigned resident_order(struct zone *z, unsigned list, unsigned mask, unsigned order)
-{
-	for (mask >>= order; mask; mask &= mask - 1) {
-		unsigned o = order + (unsigned)__builtin_ctz(mask);
-		struct page *p = list_first_entry(&z->free_area[o].free_list[list], struct page, lru);
-		if (block_resident(p, o))
-			return o + 1;
-	}
-	return 0;
-}
-
-/*
  * Take a block of exactly @order off the free lists (the kernel's
  * __rmqueue_smallest + expand): the smallest of the order's kind; else the
  * smallest kindless one (MT_FREE), whose pageblocks the request takes become
  * of its kind; else, only if @steal, the smallest of the other kind.  Lock
- * held.  NULL if none.
+ * held.  NULL if none.  The list's first block is one with resident frames
+ * if the list has one (add_to_free_area()).
  *
- * Resident frames first: when the smallest fitting block has none (it was
- * decommitted, or never used), a larger block of the kind, or a kindless
- * one, that is resident is split instead.  Its frames are free and count in
- * the RSS either way; faulting in fresh ones beside them grows the RSS, and
- * at the resident cap (zone_resident_excess()) makes the zone decommit
- * other blocks for it.
+ * Only within the order: splitting a resident block of a larger order
+ * instead of a decommitted one of the right order left the next large
+ * request without one, to fault in afresh (`large` moved -11%..+6% in peak
+ * RSS, sqlite -1%, within this benchmark's noise).
  */
 static struct page *rmqueue_smallest(struct zone *z, unsigned order, bool steal)
 {
@@ -269,15 +252,6 @@ static struct page *rmqueue_smallest(struct zone *z, unsigned order, bool steal)
 		return NULL;
 	unsigned cur = order + (unsigned)__builtin_ctz(z->free_mask[list] >> order);
 	struct page *page = list_first_entry(&z->free_area[cur].free_list[list], struct page, lru);
-	if (!block_resident(page, cur)) {
-		unsigned r = resident_order(z, list, z->free_mask[list] & ~(1u << cur), cur);
-		if (!r && list == mt && (r = resident_order(z, MT_FREE, z->free_mask[MT_FREE], order)))
-			list = MT_FREE;
-		if (r) {
-			cur = r - 1;
-			page = list_first_entry(&z->free_area[cur].free_list[list], struct page, lru);
-		}
-	}
 	del_from_free_area(z, page, cur);
 	/*
 	 * A kindless block starts a pageblock: the halves split off below
