@@ -51,6 +51,7 @@
  * apart) or at once by kmm_trim() (mid_trim()).
  */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 #include "midheap.h"
@@ -75,6 +76,16 @@
 #define MID_FL 21 /* chunk sizes below 2^21 (arenas of up to 2^20) */
 #define MID_FIT_SCAN 2 /* chunks of the request's own list looked at for a fit (cold lines each) */
 #define MID_MAX_HEAPS 32
+#if defined(__SANITIZE_THREAD__)
+#define MID_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MID_TSAN 1
+#endif
+#endif
+#ifndef MID_TSAN
+#define MID_TSAN 0
+#endif
 
 struct mid_chunk {
 	uint32_t prev_size; /* the previous chunk's size while it is free, else 0 */
@@ -101,6 +112,12 @@ _Static_assert(MID_ARENA_SIZE < (1ul << MID_FL), "chunk sizes map to MID_FL list
 
 struct __attribute__((aligned(64))) mid_heap {
 	kmm_flock_t lock;
+	/*
+	 * The thread the heap is biased to (its &mid_self), NULL once revoked
+	 * or never granted; and that thread's "inside" flag.  See heap_lock().
+	 */
+	const char *bias;
+	int bias_busy;
 	uint32_t fl_map;           /* bit f: some sl_map[f] bit is set */
 	uint16_t sl_map[MID_FL];   /* bit s: free[f][s] is not empty */
 	struct mid_chunk *free[MID_FL][MID_SL];
@@ -126,6 +143,11 @@ static unsigned mid_next_heap;
 static kmm_lock_t mid_ready_lock = KMM_LOCK_INIT; /* initialises heaps; fork takes it first */
 static uint32_t mid_secret;
 static __thread struct mid_heap *mid_tls __attribute__((tls_model("initial-exec")));
+/* Its address names the thread in mid_heap.bias. */
+static __thread char mid_self __attribute__((tls_model("initial-exec")));
+/* os_membarrier() is registered: heaps may be biased. */
+static bool mid_bias_ok;
+static unsigned long mid_revokes; /* biases revoked (relaxed) */
 
 static always_inline uint32_t chunk_size(const struct mid_chunk *c) { return c->head & ~MID_FLAGS; }
 static always_inline struct mid_chunk *chunk_at(void *base, size_t off)
@@ -262,6 +284,71 @@ static void arena_release(struct mid_heap *h, struct mid_arena *a)
 	free_pages(head, MID_ARENA_ORDER);
 }
 
+/* ---- the heap lock, biased to the heap's first thread ----
+ *
+ * A heap is locked for every malloc and free of its sizes; one lock
+ * instruction to take the futex word and one to give it back cost alloc-test
+ * at 1 thread 17% of its time (0.131 -> 0.109 s with the lock compiled out,
+ * on an AMD EPYC): each waits for the stores before it - the program's own
+ * writes to its blocks, the list links' stores to cold lines - to leave the
+ * store buffer.  Most heaps are used by one thread only (a heap per thread
+ * up to 4 per CPU), so a heap is biased to the first thread dealt it: that
+ * thread enters with plain stores (bias_busy = 1, then it checks that the
+ * bias is still its own) and leaves with a plain store, no lock instruction.
+ * Any other thread takes the futex lock and, finding the heap biased,
+ * revokes the bias for good: it clears h->bias and runs os_membarrier(),
+ * a barrier in every running thread, after which either the biased thread's
+ * bias_busy = 1 is visible (it waits for the 0 that ends its pass) or that
+ * thread's next check sees the bias gone and takes the futex lock too.
+ * The barrier is one system call per heap that another thread ever touches
+ * (a remote free, kmm_trim(), the validator, a fork).
+ *
+ * Invariant: a thread may touch a heap's lists and counters only while it
+ * holds the futex lock and h->bias is NULL, or while h->bias is its own and
+ * its bias_busy is 1.
+ */
+static always_inline bool heap_lock_biased(struct mid_heap *h)
+{
+	if (__atomic_load_n(&h->bias, __ATOMIC_RELAXED) != &mid_self)
+		return false;
+	__atomic_store_n(&h->bias_busy, 1, __ATOMIC_RELAXED);
+	/* No fence: a revoker's os_membarrier() orders this store before our load. */
+	__asm__ __volatile__("" ::: "memory");
+	if (likely(__atomic_load_n(&h->bias, __ATOMIC_RELAXED) == &mid_self))
+		return true;
+	__atomic_store_n(&h->bias_busy, 0, __ATOMIC_RELEASE);
+	return false;
+}
+
+/* Revoke @h's bias: futex lock held. */
+static noinline void heap_unbias(struct mid_heap *h)
+{
+	__atomic_store_n(&h->bias, NULL, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&mid_revokes, 1, __ATOMIC_RELAXED);
+	os_membarrier();
+	while (__atomic_load_n(&h->bias_busy, __ATOMIC_ACQUIRE))
+		sched_yield();
+}
+
+/* Lock @h; true if by its bias (then heap_unlock() with true). */
+static always_inline bool heap_lock(struct mid_heap *h)
+{
+	if (heap_lock_biased(h))
+		return true;
+	kmm_flock(&h->lock);
+	if (unlikely(__atomic_load_n(&h->bias, __ATOMIC_RELAXED) != NULL))
+		heap_unbias(h);
+	return false;
+}
+
+static always_inline void heap_unlock(struct mid_heap *h, bool biased)
+{
+	if (biased)
+		__atomic_store_n(&h->bias_busy, 0, __ATOMIC_RELEASE);
+	else
+		kmm_funlock(&h->lock);
+}
+
 /* ---- allocation ---- */
 
 static bool heap_ready(struct mid_heap *h) { return __atomic_load_n(&h->ready, __ATOMIC_ACQUIRE); }
@@ -275,6 +362,8 @@ static noinline struct mid_heap *heap_deal(void)
 		if (!h->ready) {
 			kmm_flock_init(&h->lock);
 			list_init(&h->arenas);
+			/* Before it is published: nobody can be inside it yet. */
+			h->bias = mid_bias_ok ? &mid_self : NULL;
 			__atomic_store_n(&h->ready, true, __ATOMIC_RELEASE);
 		}
 		kmm_unlock(&mid_ready_lock);
@@ -322,18 +411,18 @@ void *mid_alloc(size_t size, unsigned gfp)
 	KMM_ASSERT(size <= MID_MAX_SIZE);
 	uint32_t need = chunk_need(size);
 	struct mid_heap *h = heap_of_thread();
-	kmm_flock(&h->lock);
+	bool biased = heap_lock(h);
 	struct mid_chunk *c = find_fit(h, need);
 	if (!c) {
 		if (!arena_new(h, gfp)) {
-			kmm_funlock(&h->lock);
+			heap_unlock(h, biased);
 			errno = ENOMEM;
 			return NULL;
 		}
 		c = find_fit(h, need);
 	}
 	chunk_use(h, c, need);
-	kmm_funlock(&h->lock);
+	heap_unlock(h, biased);
 	void *p = chunk_payload(c);
 	if (gfp & KMM_GFP_ZERO)
 		memset(p, 0, chunk_size(c) - MID_HDR);
@@ -416,11 +505,11 @@ static struct mid_chunk *checked_chunk(struct page *head, const void *p, const c
 	return c;
 }
 
-static struct mid_heap *lock_arena_heap(struct page *head)
+static struct mid_heap *lock_arena_heap(struct page *head, bool *biased)
 {
 	struct mid_arena *a = page_to_virt(head);
 	struct mid_heap *h = a->heap; /* fixed while the arena holds a live block */
-	kmm_flock(&h->lock);
+	*biased = heap_lock(h);
 	return h;
 }
 
@@ -460,31 +549,34 @@ static void chunk_free(struct mid_heap *h, struct mid_chunk *c)
 
 void mid_free(struct page *head, void *p, const char *fn)
 {
-	struct mid_heap *h = lock_arena_heap(head);
+	bool biased;
+	struct mid_heap *h = lock_arena_heap(head, &biased);
 	chunk_free(h, checked_chunk(head, p, fn));
 	if (unlikely(++h->frees % 256 == 0))
 		heap_age(h);
-	kmm_funlock(&h->lock);
+	heap_unlock(h, biased);
 }
 
 size_t mid_usable_size(struct page *head, const void *p, const char *fn)
 {
-	struct mid_heap *h = lock_arena_heap(head);
+	bool biased;
+	struct mid_heap *h = lock_arena_heap(head, &biased);
 	size_t n = chunk_size(checked_chunk(head, p, fn)) - MID_HDR;
-	kmm_funlock(&h->lock);
+	heap_unlock(h, biased);
 	return n;
 }
 
 bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
 {
 	uint32_t need = chunk_need(size);
-	struct mid_heap *h = lock_arena_heap(head);
+	bool biased;
+	struct mid_heap *h = lock_arena_heap(head, &biased);
 	struct mid_chunk *c = checked_chunk(head, p, fn), *next = next_chunk(c);
 	uint32_t have = chunk_size(c), avail = have;
 	if (need > have) {
 		/* Grow into a free successor, if it is large enough. */
 		if ((next->head & MID_INUSE) || have + chunk_size(next) < need) {
-			kmm_funlock(&h->lock);
+			heap_unlock(h, biased);
 			return false;
 		}
 		free_list_del(h, next);
@@ -505,7 +597,7 @@ bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
 		__atomic_store_n(&h->blocks, h->blocks + 1, __ATOMIC_RELAXED);
 		chunk_free(h, rest); /* merges it with a free successor */
 	}
-	kmm_funlock(&h->lock);
+	heap_unlock(h, biased);
 	return true;
 }
 
@@ -539,7 +631,7 @@ size_t mid_trim(void)
 		struct mid_heap *h = &mid_heaps[i];
 		if (!heap_ready(h))
 			continue;
-		kmm_flock(&h->lock);
+		bool biased = heap_lock(h);
 		struct list_head *pos, *tmp;
 		list_for_each_safe(pos, tmp, &h->arenas) {
 			struct mid_arena *a = list_entry(pos, struct mid_arena, link);
@@ -551,7 +643,7 @@ size_t mid_trim(void)
 			arena_release(h, a);
 		}
 		decommitted += heap_decommit(h, true);
-		kmm_funlock(&h->lock);
+		heap_unlock(h, biased);
 	}
 	return decommitted;
 }
@@ -642,9 +734,9 @@ KMM_EXPORT int kmm_mid_validate(void)
 	for (unsigned i = 0; i < MID_MAX_HEAPS && !bad; i++) {
 		if (!heap_ready(&mid_heaps[i]))
 			continue;
-		kmm_flock(&mid_heaps[i].lock);
+		bool biased = heap_lock(&mid_heaps[i]);
 		bad = heap_bad(&mid_heaps[i]);
-		kmm_funlock(&mid_heaps[i].lock);
+		heap_unlock(&mid_heaps[i], biased);
 	}
 	if (bad) {
 		errno = EINVAL;
@@ -653,10 +745,21 @@ KMM_EXPORT int kmm_mid_validate(void)
 	return 0;
 }
 
+bool mid_bias_enabled(void) { return mid_bias_ok; }
+unsigned long mid_bias_revokes(void) { return __atomic_load_n(&mid_revokes, __ATOMIC_RELAXED); }
+
 void mid_init(void)
 {
 	long cpus = os_nr_cpus();
 	mid_nr_heaps = (unsigned)MIN(MAX(cpus, 1L) * 4, (long)MID_MAX_HEAPS);
+	/*
+	 * ThreadSanitizer cannot see os_membarrier()'s ordering, and would
+	 * report the biased thread's and a revoker's accesses as races: under
+	 * it every heap uses its futex lock.
+	 */
+#if !MID_TSAN
+	mid_bias_ok = os_membarrier_register();
+#endif
 	mid_secret = (uint32_t)((uintptr_t)&mid_secret >> 4) ^ (uint32_t)kmm_now_ms() * 0x85ebca6bu;
 }
 
@@ -665,8 +768,12 @@ void mid_fork_prepare(void)
 {
 	kmm_lock(&mid_ready_lock);
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
-		if (mid_heaps[i].ready)
+		if (mid_heaps[i].ready) {
 			kmm_flock(&mid_heaps[i].lock);
+			/* The biased thread might be inside, or not be in the child at all. */
+			if (mid_heaps[i].bias)
+				heap_unbias(&mid_heaps[i]);
+		}
 }
 
 void mid_fork_parent(void)
@@ -680,7 +787,9 @@ void mid_fork_parent(void)
 void mid_fork_child(void)
 {
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
-		if (mid_heaps[i].ready)
+		if (mid_heaps[i].ready) {
 			kmm_flock_init(&mid_heaps[i].lock);
+			mid_heaps[i].bias_busy = 0;
+		}
 	kmm_lock_init(&mid_ready_lock);
 }

@@ -50,6 +50,14 @@ void mid_totals(struct mid_totals *t);
  */
 size_t mid_trim(void);
 
+/*
+ * Heaps are biased to their first thread (midheap.c, heap_lock()); false
+ * where os_membarrier() is not to be had, or under ThreadSanitizer.  And the
+ * biases revoked so far (for tests).
+ */
+bool mid_bias_enabled(void);
+unsigned long mid_bias_revokes(void);
+
 void mid_init(void);
 void mid_fork_prepare(void);
 void mid_fork_parent(void);

@@ -73,6 +73,10 @@ long os_nr_cpus(void);
 void os_futex_wait(int *addr, int val);
 /* Wake up to @n threads sleeping in os_futex_wait(@addr). */
 void os_futex_wake(int *addr, int n);
+/* Register for os_membarrier(); false where the kernel (or a seccomp filter) refuses. */
+bool os_membarrier_register(void);
+/* A full memory barrier in every running thread of the process (after a registration). */
+void os_membarrier(void);
 
 /*
  * Sections for a zone: @size bytes naturally aligned to @size.  Taken from

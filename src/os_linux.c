@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -195,6 +196,24 @@ void os_futex_wait(int *addr, int val)
 void os_futex_wake(int *addr, int n)
 {
 	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/*
+ * The process-private expedited barrier: registered once, it makes every
+ * thread of the process that is running execute a full memory barrier
+ * before it returns (an IPI to the CPUs they run on; a thread that is not
+ * running passed one when it was switched out).
+ */
+bool os_membarrier_register(void)
+{
+	return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+void os_membarrier(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+		kmm_fatal("os_membarrier", "membarrier failed after it was registered: %s",
+			  strerror(errno));
 }
 
 static inline void cpu_relax(void)
