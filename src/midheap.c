@@ -289,7 +289,7 @@ static void arena_release(struct mid_heap *h, struct mid_arena *a)
  * A heap is locked for every malloc and free of its sizes; one lock
  * instruction to take the futex word and one to give it back cost alloc-test
  * at 1 thread 17% of its time (0.131 -> 0.109 s with the lock compiled out,
- * on an AMD EPYC): each waits for the stores before it - the program's own
+ * on this project's 2-core Xeon): each waits for the stores before it - the program's own
  * writes to its blocks, the list links' stores to cold lines - to leave the
  * store buffer.  Most heaps are used by one thread only (a heap per thread
  * up to 4 per CPU), so a heap is biased to the first thread dealt it: that
