@@ -137,7 +137,7 @@ struct __attribute__((aligned(64))) mid_heap {
 	bool ready;
 };
 
-static struct mid_heap mid_heaps[MID_MAX_HEAPS];
+static struct mid_heap mid_heaps[MID_MAX_HEAPS] KMM_SPARSE_BSS;
 static unsigned mid_nr_heaps = 1;
 static unsigned mid_next_heap;
 static kmm_lock_t mid_ready_lock = KMM_LOCK_INIT; /* initialises heaps; fork takes it first */

@@ -18,7 +18,7 @@ uintptr_t *pagemap_table;
 /* Serialises the table's creation and its pages' opening.  Innermost lock (taken under zone locks). */
 static kmm_lock_t pagemap_lock = KMM_LOCK_INIT;
 /* Bit k: page k of the table is writable (pagemap_lock). */
-static uint64_t pagemap_open[PAGEMAP_PAGES / 64];
+static uint64_t pagemap_open[PAGEMAP_PAGES / 64] KMM_SPARSE_BSS;
 static unsigned long pagemap_open_pages __attribute__((aligned(64))); /* pagemap_lock; read relaxed */
 
 unsigned long pagemap_bytes(void)

@@ -179,7 +179,7 @@ static struct list_head slab_threads = {&slab_threads, &slab_threads};
  * used (tag_get() counts it taken), so that the bitmap starts zero: in .bss,
  * its 8 KiB are not part of every process's RSS.
  */
-static uint64_t tag_ids[SLAB_TAG_IDS / 64];
+static uint64_t tag_ids[SLAB_TAG_IDS / 64] KMM_SPARSE_BSS;
 
 bool slab_threads_few = true;
 static unsigned nr_slab_threads; /* slab_threads_lock */
