@@ -1439,6 +1439,22 @@ KMM_EXPORT void kmm_buddyinfo(FILE *out)
 static const char *const mt_names[MT_TYPES] = {
 	[MT_SMALL] = "Small", [MT_LARGE] = "Large", [MT_FREE] = "Kindless"};
 
+/* A header "%-43s " @title and the orders, then a line per kind: the kernel's free-pages table. */
+static void print_type_table(FILE *out, const struct zone *z, const char *title,
+			     unsigned long counts[MT_TYPES][KMM_MAX_ORDER])
+{
+	fprintf(out, "%-43s ", title);
+	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+		fprintf(out, "%6u ", o);
+	fputc('\n', out);
+	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
+		fprintf(out, "Node %4d, zone %8s, type %12s ", z->node, z->name, mt_names[mt]);
+		for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
+			fprintf(out, "%6lu ", counts[mt][o]);
+		fputc('\n', out);
+	}
+}
+
 /*
  * /proc/pagetypeinfo's report for kmm's kinds (see MT_SMALL), with one table
  * of kmm's own after the kernel's two: of the free pages, those still
@@ -1488,16 +1504,7 @@ KMM_EXPORT void kmm_pagetypeinfo(FILE *out)
 
 	fprintf(out, "Page block order: %d\n", PAGEBLOCK_ORDER);
 	fprintf(out, "Pages per block:  %lu\n\n", 1ul << PAGEBLOCK_ORDER);
-	fprintf(out, "%-43s ", "Free pages count per migrate type at order");
-	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
-		fprintf(out, "%6u ", o);
-	fputc('\n', out);
-	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
-		fprintf(out, "Node %4d, zone %8s, type %12s ", z->node, z->name, mt_names[mt]);
-		for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
-			fprintf(out, "%6lu ", nr_pages[mt][o]);
-		fputc('\n', out);
-	}
+	print_type_table(out, z, "Free pages count per migrate type at order", nr_pages);
 	fprintf(out, "\n%-23s", "Number of blocks type ");
 	for (unsigned mt = 0; mt < MT_TYPES; mt++)
 		fprintf(out, "%12s ", mt_names[mt]);
@@ -1506,16 +1513,8 @@ KMM_EXPORT void kmm_pagetypeinfo(FILE *out)
 	for (unsigned mt = 0; mt < MT_TYPES; mt++)
 		fprintf(out, "%12lu ", blocks[mt]);
 	fputc('\n', out);
-	fprintf(out, "\n%-43s ", "Resident free pages per migrate type at order");
-	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
-		fprintf(out, "%6u ", o);
 	fputc('\n', out);
-	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
-		fprintf(out, "Node %4d, zone %8s, type %12s ", z->node, z->name, mt_names[mt]);
-		for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
-			fprintf(out, "%6lu ", resident[mt][o]);
-		fputc('\n', out);
-	}
+	print_type_table(out, z, "Resident free pages per migrate type at order", resident);
 }
 
 unsigned long zone_peak_pages(void)
