@@ -153,11 +153,12 @@ int main(int argc, char **argv)
 		char seed[32];
 		snprintf(seed, sizeof(seed), "0x%016llx", (unsigned long long)mix64(test_seed + (uint64_t)c + 1));
 		setenv("KMM_TEST_SEED", seed, 1);
+		/* /proc/self/exe: argv[0] need not be a path (a shell's PATH search). */
 		char *args[] = {argv[0], "--child", NULL};
 		pid_t pid;
 		int st;
-		CHECK(posix_spawn(&pid, argv[0], NULL, NULL, args, environ) == 0, "posix_spawn %s",
-		      argv[0]);
+		int rc = posix_spawn(&pid, "/proc/self/exe", NULL, NULL, args, environ);
+		CHECK(rc == 0, "posix_spawn /proc/self/exe: %s", strerror(rc));
 		CHECK(waitpid(pid, &st, 0) == pid, "waitpid");
 		char how[96];
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d (seed %s) %s", c, seed,
