@@ -216,7 +216,7 @@ static always_inline void free_list_del(struct mid_heap *h, struct mid_chunk *c)
 }
 
 /* A free chunk of at least @need bytes, off its list; NULL if none. */
-static struct mid_chunk *find_fit(struct mid_heap *h, uint32_t need)
+static always_inline struct mid_chunk *find_fit(struct mid_heap *h, uint32_t need)
 {
 	unsigned f, s;
 	mapping(need, &f, &s);
@@ -490,7 +490,7 @@ static noinline void heap_age(struct mid_heap *h)
  * canary intact.  Reads only the arena's own memory (its frames are mapped
  * while the arena exists, which a live block guarantees).
  */
-static struct mid_chunk *checked_chunk(struct page *head, const void *p, const char *fn)
+static always_inline struct mid_chunk *checked_chunk(struct page *head, const void *p, const char *fn)
 {
 	uintptr_t base = (uintptr_t)page_to_virt(head), off = (uintptr_t)p - base;
 	KMM_CHECK((off & (MID_GRAIN - 1)) == 0 && off >= MID_FIRST_OFF + MID_HDR &&
@@ -505,7 +505,7 @@ static struct mid_chunk *checked_chunk(struct page *head, const void *p, const c
 	return c;
 }
 
-static struct mid_heap *lock_arena_heap(struct page *head, bool *biased)
+static always_inline struct mid_heap *lock_arena_heap(struct page *head, bool *biased)
 {
 	struct mid_arena *a = page_to_virt(head);
 	struct mid_heap *h = a->heap; /* fixed while the arena holds a live block */
@@ -514,7 +514,7 @@ static struct mid_heap *lock_arena_heap(struct page *head, bool *biased)
 }
 
 /* Free @c (in use, of heap @h, locked): merge with free neighbours, keep or release. */
-static void chunk_free(struct mid_heap *h, struct mid_chunk *c)
+static always_inline void chunk_free(struct mid_heap *h, struct mid_chunk *c)
 {
 	uint32_t size = chunk_size(c);
 	struct mid_arena *a = chunk_arena(c);
