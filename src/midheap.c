@@ -787,9 +787,7 @@ void mid_fork_parent(void)
 void mid_fork_child(void)
 {
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
-		if (mid_heaps[i].ready) {
-			kmm_flock_init(&mid_heaps[i].lock);
-			mid_heaps[i].bias_busy = 0;
-		}
+		if (mid_heaps[i].ready)
+			kmm_flock_init(&mid_heaps[i].lock); /* biases: revoked in mid_fork_prepare() */
 	kmm_lock_init(&mid_ready_lock);
 }

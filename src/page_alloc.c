@@ -103,6 +103,12 @@ static unsigned long bits_range(uint64_t *bm, size_t start, size_t n, enum bits_
 
 /* ---- free_area lists ---- */
 
+/* Frames of the block of @order at @page whose resident bit is set. */
+static unsigned long block_resident_pages(const struct page *page, unsigned order)
+{
+	return bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT);
+}
+
 static void queue_decay(struct zone *z, struct page *page, unsigned long resident)
 {
 	set_page_flags(page, page_flags(page) | PG_decay);
@@ -148,8 +154,7 @@ static void add_to_free_area(struct zone *z, struct page *page, unsigned order)
 	set_page_flags(page, PG_buddy);
 	page->order = (uint8_t)order;
 	unsigned mt = block_mt(page, order);
-	unsigned long resident =
-		bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT);
+	unsigned long resident = block_resident_pages(page, order);
 	if (resident)
 		list_add(&page->lru, &z->free_area[order].free_list[mt]);
 	else
@@ -172,8 +177,7 @@ static void del_from_free_area(struct zone *z, struct page *page, unsigned order
 	z->free_pages -= 1ul << order;
 	if (page->flags & PG_decay) {
 		list_del(&page->decay);
-		z->decay_pages -=
-			bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT);
+		z->decay_pages -= block_resident_pages(page, order);
 	}
 	set_page_flags(page, 0);
 }
@@ -219,11 +223,6 @@ static void free_range(struct zone *z, struct mem_section *ms, size_t idx, size_
 static unsigned order_migratetype(unsigned order)
 {
 	return order <= PCP_MAX_ORDER ? MT_SMALL : MT_LARGE;
-}
-
-static bool block_resident(const struct page *page, unsigned order)
-{
-	return bits_range(page_section(page)->resident, page_index(page), 1ul << order, BITS_COUNT) != 0;
 }
 
 /*
@@ -1470,34 +1469,29 @@ KMM_EXPORT void kmm_pagetypeinfo(FILE *out)
 	unsigned long resident[MT_TYPES][KMM_MAX_ORDER] = {{0}};
 	unsigned long blocks[MT_TYPES] = {0};
 	kmm_lock(&z->lock);
+	/* Every pageblock by the kind its byte names ... */
+	for (unsigned s = 0; s < z->section_hwm; s++) {
+		struct mem_section *ms = z->section[s];
+		for (size_t pb = 0; ms && pb < (KMM_SECTION_PAGES >> PAGEBLOCK_ORDER); pb++)
+			blocks[ms->pageblock_mt[pb]]++;
+	}
 	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
 		for (unsigned o = 0; o < KMM_MAX_ORDER; o++) {
 			struct list_head *pos;
 			list_for_each(pos, &z->free_area[o].free_list[mt]) {
 				struct page *page = list_entry(pos, struct page, lru);
 				nr_pages[mt][o]++;
-				resident[mt][o] += bits_range(page_section(page)->resident,
-							      page_index(page), 1ul << o, BITS_COUNT);
-			}
-		}
-	}
-	for (unsigned s = 0; s < z->section_hwm; s++) {
-		struct mem_section *ms = z->section[s];
-		if (!ms)
-			continue;
-		for (size_t pb = 0; pb < (KMM_SECTION_PAGES >> PAGEBLOCK_ORDER); pb++) {
-			struct page *first = &ms->mem_map[pb << PAGEBLOCK_ORDER];
-			/* A wholly free pageblock has no kind, whatever its byte says. */
-			bool free_whole = (page_flags(first) & PG_buddy) && first->order >= PAGEBLOCK_ORDER;
-			bool inside_free = false;
-			if (!free_whole) {
-				/* Inside a larger free block: find its head among the aligned candidates. */
-				for (unsigned o = PAGEBLOCK_ORDER + 1; o < KMM_MAX_ORDER && !inside_free; o++) {
-					struct page *h = &ms->mem_map[(pb << PAGEBLOCK_ORDER) & ~((1ul << o) - 1)];
-					inside_free = (page_flags(h) & PG_buddy) && h->order >= o;
+				resident[mt][o] += block_resident_pages(page, o);
+				if (mt != MT_FREE)
+					continue;
+				/* ... but a wholly free one has no kind, whatever its byte says. */
+				const uint8_t *kind = &page_section(page)->pageblock_mt[page_index(page) >>
+										       PAGEBLOCK_ORDER];
+				for (size_t pb = 0; pb < (1ul << (o - PAGEBLOCK_ORDER)); pb++) {
+					blocks[kind[pb]]--;
+					blocks[MT_FREE]++;
 				}
 			}
-			blocks[free_whole || inside_free ? MT_FREE : ms->pageblock_mt[pb]]++;
 		}
 	}
 	kmm_unlock(&z->lock);
@@ -1620,7 +1614,7 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 				if (block_mt(p, o) != mt)
 					VFAIL("block %p of kind %u on the kind-%u list of order %u",
 					      (void *)p, block_mt(p, o), mt, o);
-				bool warm = block_resident(p, o);
+				bool warm = block_resident_pages(p, o) != 0;
 				if (warm && cold_seen)
 					VFAIL("resident block pfn %lu after a decommitted one on the "
 					      "kind-%u list of order %u",
