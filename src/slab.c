@@ -945,25 +945,15 @@ static noinline void slab_free_unfrozen(struct kmm_cache *s, struct page *slab, 
 
 noinline void slab_free_slow(struct kmm_cache *s, struct page *slab, void *obj, const char *fn)
 {
+	/* The canary first, so that the unfrozen path is a tail call with nothing to undo. */
+	canary_on_free(s, obj, fn);
 	uint64_t old = slab_word(slab);
-	if (unlikely(!sw_frozen(old)))
-		return slab_free_unfrozen(s, slab, obj, fn);
-	uintptr_t was = 0;
-	if (s->canary) {
-		was = *canary_word(obj);
-		KMM_CHECK(was != canary_of(obj), fn, "double free %p", obj);
-		*canary_word(obj) = canary_of(obj);
-	}
 	do {
+		if (unlikely(!sw_frozen(old)))
+			return slab_free_unfrozen(s, slab, obj, fn); /* (unfrozen meanwhile: nothing published) */
 		void *prior = sw_freelist(old);
 		KMM_CHECK(obj != prior, fn, "double free %p", obj);
 		KMM_CHECK(sw_inuse(old) > 0, fn, "double free %p (no object of its slab is in use)", obj);
-		if (unlikely(!sw_frozen(old))) {
-			/* Unfrozen meanwhile: nothing is published yet; start over there. */
-			if (s->canary)
-				*canary_word(obj) = was;
-			return slab_free_unfrozen(s, slab, obj, fn);
-		}
 		set_freepointer(s, obj, prior);
 	} while (!slab_cas(slab, &old, sw_pack(obj, sw_inuse(old) - 1, true)));
 }
@@ -976,8 +966,7 @@ static noinline void slab_free_unfrozen(struct kmm_cache *s, struct page *slab, 
 	bool locked = false, was_frozen, frozen;
 	void *prior;
 	unsigned inuse;
-	canary_on_free(s, obj, fn);
-	uint64_t old = slab_word(slab);
+	uint64_t old = slab_word(slab); /* @obj's canary is set (slab_free_slow()) */
 	for (;;) {
 		prior = sw_freelist(old);
 		inuse = sw_inuse(old);

@@ -12,7 +12,9 @@
  *   2. Double frees: the same pointer twice in a row (8 B .. 8 MiB); an
  *      object freed again while it sits deeper in a free list
  *      (a, b, free a, free b, free a) for every slab size; the same
- *      across threads (allocated by one thread, freed twice by another).
+ *      across threads (allocated by one thread, freed twice by another); and
+ *      a pointer into a block freed by another thread while the block's
+ *      thread holds its slab.
  *   3. No false alarm: 10^6 random malloc/free/realloc operations whose
  *      blocks are overwritten with random data and with pointer-like
  *      values (their own address, neighbours' addresses, free-list-shaped
@@ -335,6 +337,32 @@ static void double_free_live_thread(void *arg)
 	pthread_join(t1, NULL);
 }
 
+/*
+ * An interior pointer freed by another thread while the block's thread
+ * holds its slab: free()'s remote path takes the class from the frame's
+ * tag and must still check the slot.
+ */
+static void *xlive_free_interior(void *arg)
+{
+	struct xlive *x = arg;
+	xlive_wait(x, 1);
+	free(announce((char *)x->a + 16));
+	xlive_set(x, 2);
+	return NULL;
+}
+
+static void free_interior_live_thread(void *arg)
+{
+	static struct xlive x = {0, NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+	pthread_t t1, t2;
+	x.size = *(const size_t *)arg;
+	if (pthread_create(&t1, NULL, xlive_alloc, &x) ||
+	    pthread_create(&t2, NULL, xlive_free_interior, &x))
+		_exit(3);
+	pthread_join(t2, NULL);
+	pthread_join(t1, NULL);
+}
+
 static void expect_double_free_report(void (*fn)(void *), size_t size, int need_double_free)
 {
 	const char *out = expect_abort(fn, &size, "kmm: ");
@@ -388,6 +416,10 @@ static void test_double_free(void)
 		expect_double_free_report(double_free_cross_thread, thread_sizes[i], 1);
 		expect_double_free_report(double_free_live_thread, thread_sizes[i], 1);
 	}
+	/* Into a block another thread allocated and whose slab it still holds. */
+	static const size_t interior_sizes[] = {32, 64, 100, 1000, 4000};
+	for (size_t i = 0; i < ARRAY_SIZE(interior_sizes); i++)
+		expect_invalid(free_interior_live_thread, (void *)&interior_sizes[i], "free");
 }
 
 /* ---- 3. no false alarms ---- */
