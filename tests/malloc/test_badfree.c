@@ -326,16 +326,19 @@ static void *xlive_free(void *arg)
 	return NULL;
 }
 
-static void double_free_live_thread(void *arg)
+/* One thread allocates blocks of *@arg bytes and holds their slab while @freer frees. */
+static void live_pair(const void *arg, void *(*freer)(void *))
 {
 	static struct xlive x = {0, NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 	pthread_t t1, t2;
 	x.size = *(const size_t *)arg;
-	if (pthread_create(&t1, NULL, xlive_alloc, &x) || pthread_create(&t2, NULL, xlive_free, &x))
+	if (pthread_create(&t1, NULL, xlive_alloc, &x) || pthread_create(&t2, NULL, freer, &x))
 		_exit(3);
 	pthread_join(t2, NULL);
 	pthread_join(t1, NULL);
 }
+
+static void double_free_live_thread(void *arg) { live_pair(arg, xlive_free); }
 
 /*
  * An interior pointer freed by another thread while the block's thread
@@ -351,17 +354,7 @@ static void *xlive_free_interior(void *arg)
 	return NULL;
 }
 
-static void free_interior_live_thread(void *arg)
-{
-	static struct xlive x = {0, NULL, NULL, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
-	pthread_t t1, t2;
-	x.size = *(const size_t *)arg;
-	if (pthread_create(&t1, NULL, xlive_alloc, &x) ||
-	    pthread_create(&t2, NULL, xlive_free_interior, &x))
-		_exit(3);
-	pthread_join(t2, NULL);
-	pthread_join(t1, NULL);
-}
+static void free_interior_live_thread(void *arg) { live_pair(arg, xlive_free_interior); }
 
 static void expect_double_free_report(void (*fn)(void *), size_t size, int need_double_free)
 {
