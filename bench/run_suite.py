@@ -455,15 +455,23 @@ def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
+def spread(xs):
+    """(max - min) / median: how far one allocator's runs of a row lie apart."""
+    m = median(xs)
+    return (max(xs) - min(xs)) / m if m else 0.0
+
+
 def summarize(jobs, allocs, results):
-    """rows: (workload, threads, {alloc: (median wall, median rss)}), plus the best peers."""
+    """rows: (workload, threads, {alloc: (median wall, median rss, wall spread, rss spread)}),
+    plus the best peers."""
     rows = []
     for job in jobs:
         med = {}
         for a in allocs:
             runs = [r for r in results.get((job.workload, job.threads, a), []) if r.ok]
             if runs:
-                med[a] = (median([r.wall for r in runs]), median([r.rss for r in runs]))
+                walls, rsss = [r.wall for r in runs], [r.rss for r in runs]
+                med[a] = (median(walls), median(rsss), spread(walls), spread(rsss))
         peers = [a for a in PEERS if a in med]
         best_t = min((med[a][0], a) for a in peers) if peers else None
         best_r = min((med[a][1], a) for a in peers) if peers else None
@@ -500,22 +508,24 @@ def tables(rows, allocs):
         gm = ["geomean of ratios", ""] + [fmt_ratio(geomean(ratios[a])) for a in allocs]
         out[key] = (header, body, gm)
     if "kmm" in allocs:
+        # The spreads say which rows a rerun may move: (max - min) / median of kmm's runs.
         header = ["workload", "thr", "kmm time", "best peer", "time ratio", "kmm RSS MiB",
-                  "best peer", "RSS ratio"]
+                  "best peer", "RSS ratio", "kmm spread time/RSS"]
         body, tr, rr = [], [], []
         for wl, t, med, best_t, best_r in rows:
             if "kmm" not in med or not best_t:
-                body.append([wl, str(t), "failed" if "kmm" not in med else "-", "-", "-", "-", "-", "-"])
+                body.append([wl, str(t), "failed" if "kmm" not in med else "-", "-", "-", "-", "-", "-",
+                             "-"])
                 continue
-            kt, kr = med["kmm"]
+            kt, kr, ks_t, ks_r = med["kmm"]
             rt = kt / best_t[0] if best_t[0] > 0 else None
             rs = kr / best_r[0] if best_r[0] > 0 else None
             tr.append(rt)
             rr.append(rs)
             body.append([wl, str(t), "%.3f" % kt, "%.3f %s" % (best_t[0], best_t[1]), fmt_ratio(rt),
                          "%.1f" % (kr / 1024.0), "%.1f %s" % (best_r[0] / 1024.0, best_r[1]),
-                         fmt_ratio(rs)])
-        gm = ["geomean", "", "", "", fmt_ratio(geomean(tr)), "", "", fmt_ratio(geomean(rr))]
+                         fmt_ratio(rs), "%.0f%% / %.0f%%" % (100 * ks_t, 100 * ks_r)])
+        gm = ["geomean", "", "", "", fmt_ratio(geomean(tr)), "", "", fmt_ratio(geomean(rr)), ""]
         out["kmm"] = (header, body, gm)
     return out
 
@@ -835,7 +845,7 @@ def main():
     print(text_table(*tabs["rss"]))
     if "kmm" in tabs:
         print()
-        print("kmm against the best peer (medians; ratio < 1: kmm is better)")
+        print("kmm against the best peer (medians; ratio < 1: kmm is better; spread: (max - min) / median of kmm's runs)")
         print(text_table(*tabs["kmm"]))
     print()
     if failures:
@@ -871,7 +881,8 @@ def main():
         f.write("Median peak RSS in MiB (ratio to the best peer).\n\n")
         f.write(md_table(*tabs["rss"]) + "\n\n")
         if "kmm" in tabs:
-            f.write("kmm against the best peer (ratio < 1: kmm is better).\n\n")
+            f.write("kmm against the best peer (ratio < 1: kmm is better; spread: (max - min) / median "
+                    "of kmm's runs, how far a rerun may move the row).\n\n")
             f.write(md_table(*tabs["kmm"]) + "\n\n")
         if failures:
             f.write("Failed runs: %d\n\n" % len(failures))
