@@ -143,6 +143,12 @@ static noinline void free_slow(void *p) { do_free(p, "free"); }
 #define KMALLOC_CACHE_PER_SLOT (sizeof(struct kmm_cache) / sizeof(struct kmem_cache_cpu))
 _Static_assert(sizeof(struct kmm_cache) % sizeof(struct kmem_cache_cpu) == 0, "cache stride");
 
+/* The kmalloc class whose slot lies @off bytes into a slab_thread (a slab tag's class part). */
+static always_inline struct kmm_cache *kmalloc_cache_at(uint32_t off)
+{
+	return (struct kmm_cache *)((char *)kmalloc_caches + off * KMALLOC_CACHE_PER_SLOT);
+}
+
 /* The head of the slab that frame @idx of @ms belongs to (slabs of up to 255 pages). */
 static always_inline struct page *frame_slab(struct mem_section *ms, size_t idx)
 {
@@ -177,8 +183,7 @@ static noinline void free_other(void *p, uintptr_t e, size_t idx, char *owner)
 		return free_slow(p);
 	uint32_t tag = __atomic_load_n(&ms->slab_tag[idx], __ATOMIC_RELAXED);
 	if (likely(tag != 0)) {
-		struct kmm_cache *s = (struct kmm_cache *)((char *)kmalloc_caches +
-							   (tag & SLAB_TAG_CLASS_MASK) * KMALLOC_CACHE_PER_SLOT);
+		struct kmm_cache *s = kmalloc_cache_at(tag & SLAB_TAG_CLASS_MASK);
 		if (unlikely(!slot_start(s, p)))
 			return free_invalid(p, s);
 		return slab_free_slow(s, frame_slab(ms, idx), p, "free");
@@ -240,7 +245,7 @@ KMM_EXPORT void free(void *p)
 	if (unlikely(off > SLAB_TAG_CLASS_MASK))
 		return free_other(p, e, idx, owner);
 	struct kmem_cache_cpu *c = (struct kmem_cache_cpu *)((char *)t->first + off);
-	struct kmm_cache *s = (struct kmm_cache *)((char *)kmalloc_caches + off * KMALLOC_CACHE_PER_SLOT);
+	struct kmm_cache *s = kmalloc_cache_at(off);
 	if (unlikely(!slot_start(s, p)))
 		return free_invalid(p, s);
 	/* Past the room, to the slab; room is written only by a push (no store-forward stall there). */
