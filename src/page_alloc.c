@@ -324,11 +324,52 @@ static unsigned long zone_resident_excess(const struct zone *z)
 	return excess <= z->decay_pages ? excess : 0;
 }
 
+/* Frames of the growing section not on the lists yet. */
+static unsigned long zone_deferred_pages(const struct zone *z)
+{
+	return z->growing ? KMM_SECTION_PAGES - z->grow_next : 0;
+}
+
+/* The growing section's frames count: they are free without a system call. */
 static bool zone_watermark_ok(const struct zone *z, unsigned order, unsigned flags)
 {
+	unsigned long avail = z->free_pages + zone_deferred_pages(z);
 	if (flags & KMM_GFP_HIGH)
-		return z->free_pages >= (1ul << order);
-	return z->free_pages >= (1ul << order) + z->min_free_pages;
+		return avail >= (1ul << order);
+	return avail >= (1ul << order) + z->min_free_pages;
+}
+
+/*
+ * Hand the growing section's frames up to @end (rounded up to a pageblock,
+ * at most the section's end) to the free lists, merging with what is free
+ * below them.  Whole pageblocks only, so every pageblock on the lists is
+ * whole and kinds work as before.  Lock held.
+ */
+static void populate_to(struct zone *z, size_t end)
+{
+	struct mem_section *ms = z->growing;
+	size_t start = z->grow_next;
+	end = MIN(ALIGN_UP(end, 1ul << PAGEBLOCK_ORDER), (size_t)KMM_SECTION_PAGES);
+	if (!ms || end <= start)
+		return;
+	z->grow_next = (unsigned)end;
+	if (end == KMM_SECTION_PAGES)
+		z->growing = NULL;
+	z->managed_pages += end - start;
+	z->peak_managed_pages = MAX(z->peak_managed_pages, z->managed_pages);
+	free_range(z, ms, start, end - start);
+}
+
+/*
+ * Enough of the growing section on the lists for a block of @order (or all
+ * of it if the block does not fit).  False if there was none left.  Lock held.
+ */
+static bool zone_populate(struct zone *z, unsigned order)
+{
+	if (!z->growing)
+		return false;
+	populate_to(z, ALIGN_UP((size_t)z->grow_next, 1ul << order) + (1ul << order));
+	return true;
 }
 
 /* ---- sections ---- */
@@ -448,12 +489,16 @@ static int zone_grow(struct zone *z)
 	z->section[slot] = ms;
 	z->nr_sections++;
 	z->sections_added++;
-	z->managed_pages += KMM_SECTION_PAGES;
-	z->peak_managed_pages = MAX(z->peak_managed_pages, z->managed_pages);
 	if (old) /* old pages: KMM_GFP_ZERO must clear them, and decay must give them back */
 		z->resident_pages += (old >> KMM_PAGE_SHIFT) -
 				     bits_range(ms->resident, 0, old >> KMM_PAGE_SHIFT, BITS_SET);
-	add_to_free_area(z, &ms->mem_map[0], KMM_MAX_ORDER - 1);
+	/* Another thread's section may still be growing (both grew at once): it goes whole. */
+	populate_to(z, KMM_SECTION_PAGES);
+	z->growing = ms;
+	z->grow_next = 0;
+	/* Resident frames go on the lists at once, where decay can give them back. */
+	if (old)
+		populate_to(z, KMM_SECTION_PAGES);
 	kmm_unlock(&z->lock);
 	return 0;
 
@@ -485,9 +530,12 @@ static struct page *zone_take_locked(struct zone *z, unsigned flags, unsigned or
 	bool grow = may_grow && (flags & KMM_GFP_DIRECT_OS);
 	for (;;) {
 		struct page *page = NULL;
-		if (zone_watermark_ok(z, order, flags))
+		if (zone_watermark_ok(z, order, flags)) {
 			/* A block of the other kind only when the zone cannot grow. */
 			page = rmqueue_smallest(z, order, !grow);
+			while (!page && zone_populate(z, order))
+				page = rmqueue_smallest(z, order, !grow);
+		}
 		if (page || !grow)
 			return page;
 		kmm_unlock(&z->lock);
@@ -845,6 +893,8 @@ bool grow_pages_exact(struct page *page, unsigned long new_nr, unsigned flags)
 	if (end > KMM_SECTION_PAGES)
 		return false;
 	kmm_lock(&z->lock);
+	if (ms == z->growing && end > z->grow_next)
+		populate_to(z, end);
 	/* First check that every frame of the extension is free. */
 	for (size_t i = idx + page->nr_pages; i < end;) {
 		struct page *b = free_block_containing(ms, i);
@@ -1164,6 +1214,25 @@ static uint64_t huge_cache_due(struct zone *z)
 #define DECAY_BATCH 16
 
 /* zone_decay() with decay_lock held. */
+/*
+ * For kmm_trim(): a growing section whose frames on the lists are all free
+ * goes on them whole, so that it merges into one block and goes back to the
+ * OS like any wholly free section.  Lock held.
+ */
+static void trim_growing(struct zone *z)
+{
+	struct mem_section *ms = z->growing;
+	if (!ms)
+		return;
+	for (size_t i = 0; i < z->grow_next;) {
+		struct page *b = free_block_containing(ms, i);
+		if (!b)
+			return;
+		i = page_index(b) + (1ul << b->order);
+	}
+	populate_to(z, KMM_SECTION_PAGES);
+}
+
 static unsigned long decay_locked(struct zone *z, bool force)
 {
 	unsigned long given = 0;
@@ -1193,6 +1262,8 @@ static unsigned long decay_locked(struct zone *z, bool force)
 	 * Bounded by the count at the start: a brk section that cannot go back
 	 * returns to the list and must not be taken again and again.
 	 */
+	if (force)
+		trim_growing(z);
 	unsigned long cold_sections = force ? z->free_area[KMM_MAX_ORDER - 1].nr_free : 0;
 	for (;;) {
 		unsigned n = 0;
@@ -1409,6 +1480,7 @@ KMM_EXPORT void kmm_zone_stats(struct kmm_zone_stats *out)
 	kmm_lock(&z->lock);
 	out->managed_pages = z->managed_pages;
 	out->free_pages = z->free_pages;
+	out->deferred_pages = zone_deferred_pages(z);
 	out->resident_pages = z->resident_pages;
 	out->peak_busy_pages = z->peak_busy_pages;
 	for (unsigned o = 0; o < KMM_MAX_ORDER; o++)
@@ -1469,10 +1541,11 @@ KMM_EXPORT void kmm_pagetypeinfo(FILE *out)
 	unsigned long resident[MT_TYPES][KMM_MAX_ORDER] = {{0}};
 	unsigned long blocks[MT_TYPES] = {0};
 	kmm_lock(&z->lock);
-	/* Every pageblock by the kind its byte names ... */
+	/* Every pageblock on the lists or in use by the kind its byte names ... */
 	for (unsigned s = 0; s < z->section_hwm; s++) {
 		struct mem_section *ms = z->section[s];
-		for (size_t pb = 0; ms && pb < (KMM_SECTION_PAGES >> PAGEBLOCK_ORDER); pb++)
+		size_t populated = ms == z->growing ? z->grow_next : KMM_SECTION_PAGES;
+		for (size_t pb = 0; ms && pb < (populated >> PAGEBLOCK_ORDER); pb++)
 			blocks[ms->pageblock_mt[pb]]++;
 	}
 	for (unsigned mt = 0; mt < MT_TYPES; mt++) {
@@ -1665,7 +1738,10 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 	if (decay_pages != z->decay_pages)
 		VFAIL("decay_pages %lu but the decay list holds %lu resident frames", z->decay_pages,
 		      decay_pages);
-	unsigned long buddy_heads = 0, decay_flags = 0, isolated = 0;
+	unsigned long buddy_heads = 0, decay_flags = 0, isolated = 0, managed = 0;
+	bool growing_seen = false;
+	if (z->growing && (z->grow_next % (1u << PAGEBLOCK_ORDER) || z->grow_next >= KMM_SECTION_PAGES))
+		VFAIL("growing section populated to frame %u", z->grow_next);
 	for (unsigned s = 0; s < z->section_hwm; s++) {
 		struct mem_section *ms = z->section[s];
 		/* A whole section isolated for release is unpublished until it goes. */
@@ -1674,8 +1750,20 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 		if ((page_flags(&ms->mem_map[0]) & PG_isolated) &&
 		    ms->mem_map[0].order == KMM_MAX_ORDER - 1) {
 			isolated += KMM_SECTION_PAGES;
+			managed += KMM_SECTION_PAGES;
 			continue;
 		}
+		size_t populated = KMM_SECTION_PAGES;
+		if (ms == z->growing) {
+			populated = z->grow_next;
+			growing_seen = true;
+		}
+		managed += populated;
+		for (size_t i = populated; i < KMM_SECTION_PAGES; i++)
+			if (ms->mem_map[i].flags)
+				VFAIL("frame pfn %lu of the growing section, not populated yet, has "
+				      "flags %#x",
+				      page_to_pfn(&ms->mem_map[i]), ms->mem_map[i].flags);
 		if (ms->zone != z || ms->start_pfn != (unsigned long)s * KMM_SECTION_PAGES ||
 		    pagemap_ptr(pagemap_lookup((void *)ms->vaddr)) != ms)
 			VFAIL("section %u descriptor inconsistent", s);
@@ -1720,6 +1808,11 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 		      z->managed_pages - z->free_pages - isolated, z->peak_busy_pages);
 	if (isolated != z->isolated_pages)
 		VFAIL("%lu frames isolated but isolated_pages %lu", isolated, z->isolated_pages);
+	if (z->growing && !growing_seen)
+		VFAIL("growing section %p is not in the section table", (void *)z->growing);
+	if (managed != z->managed_pages)
+		VFAIL("managed_pages %lu but the sections hold %lu populated frames", z->managed_pages,
+		      managed);
 	kmm_unlock(&z->lock);
 	return ok;
 }

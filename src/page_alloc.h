@@ -189,7 +189,7 @@ struct zone {
 	unsigned long isolated_pages;  /* frames of blocks a decay pass set aside (PG_isolated) */
 	pthread_cond_t decay_wait;     /* the decay thread waits here (with lock) */
 	bool decay_thread_waits;       /* it does: signal when decay_list becomes non-empty */
-	unsigned long managed_pages;   /* frames in mapped sections */
+	unsigned long managed_pages;   /* frames given to the lists (all but the growing section's rest) */
 	unsigned long free_pages;      /* frames on free_area lists */
 	unsigned long pcp_pages;       /* frames on threads' pcp lists */
 	unsigned long resident_pages;  /* frames with their resident bit set */
@@ -203,6 +203,18 @@ struct zone {
 	unsigned free_slot_top;        /* stack of free section[] slots */
 	unsigned *free_slots;
 	struct mem_section **section;  /* [ZONE_MAX_SECTIONS], index = pfn / KMM_SECTION_PAGES */
+	/*
+	 * The newest section reaches the free lists a few pageblocks at a time,
+	 * as the kernel's deferred struct page init hands memory to the buddy
+	 * allocator: frames [grow_next, KMM_SECTION_PAGES) of @growing are in
+	 * no list and no block, not counted in managed_pages, and their
+	 * descriptors unwritten.  Handed over whole, a section's first split
+	 * wrote block heads at 2 MiB, 1 MiB, 512 and 256 KiB: four pages of
+	 * mem_map resident in a program that uses a few frames.  NULL when
+	 * every section is wholly on the lists.
+	 */
+	struct mem_section *growing;
+	unsigned grow_next;
 	/*
 	 * Freed mappings beyond the largest block, kept for reuse (oldest
 	 * first) until KMM_DECAY_MS after their free, within huge_cache_cap().

@@ -40,7 +40,7 @@ static inline void kmm_free_page(void *addr) { kmm_free_pages(addr, 0); }
 
 /* Zone counters, in pages, for the zone that serves kmm_alloc_pages(). */
 struct kmm_zone_stats {
-	unsigned long managed_pages;        /* pages in the zone's sections */
+	unsigned long managed_pages;        /* pages of the zone's sections on its lists or in use */
 	unsigned long free_pages;           /* pages on free_area lists */
 	unsigned long pcp_pages;            /* pages on per-thread pcp lists */
 	unsigned long resident_pages;       /* pages not decommitted (an upper bound of RSS) */
@@ -49,6 +49,11 @@ struct kmm_zone_stats {
 	unsigned long sections_added;       /* sections ever added */
 	unsigned long sections_released;    /* sections ever given back to the OS */
 	unsigned long peak_busy_pages;      /* the most pages ever allocated or on pcp lists */
+	/*
+	 * Pages of the newest section not handed to the free lists yet (they
+	 * go a few pageblocks at a time, as needed): free, but in no block.
+	 */
+	unsigned long deferred_pages;
 };
 void kmm_zone_stats(struct kmm_zone_stats *out);
 

@@ -243,9 +243,12 @@ static void test_exhaust(void)
 	CHECK(s0.free_pages >= ARRAY_SIZE(big) << (KMM_MAX_ORDER - 1),
 	      "the zone holds %lu free pages after %zu max-order blocks were freed", s0.free_pages,
 	      ARRAY_SIZE(big));
+	/* A max-order block is a whole section: each went on the lists whole. */
+	CHECK(s0.deferred_pages == 0, "%lu pages deferred after max-order allocations",
+	      s0.deferred_pages);
 
 	/* NOWAIT takes only what the zone holds: it must run dry without growing it. */
-	limit = s0.free_pages + 1;
+	limit = s0.free_pages + s0.deferred_pages + 1;
 	for (;;) {
 		void *p;
 		errno = 0;
@@ -281,13 +284,37 @@ static void test_exhaust(void)
 	printf("  exhaustion: %zu pages with NOWAIT, %zu more with ATOMIC, zone of %lu pages\n",
 	       n_nowait, n - n_nowait, s0.managed_pages);
 
-	/* With the zone dry, a KERNEL request grows it. */
-	grown = kmm_alloc_pages(KMM_GFP_KERNEL, 0);
-	CHECK(grown != NULL, "KMM_GFP_KERNEL could not grow an exhausted zone: %s", strerror(errno));
+	/*
+	 * With the zone dry, a KERNEL request grows it by a section, which
+	 * reaches the free lists a pageblock (64 pages) at a time as requests
+	 * need: an order-4 block (above the pcp orders, so it comes from the
+	 * zone itself) brings one pageblock, an order-7 block those up to the
+	 * end of an aligned 128-page block, an order-9 block the rest.
+	 */
 	kmm_zone_stats(&mid);
-	CHECK(mid.managed_pages > s0.managed_pages && mid.sections_added > s0.sections_added,
-	      "a KERNEL allocation from a dry zone did not grow it (managed %lu -> %lu)",
-	      s0.managed_pages, mid.managed_pages);
+	CHECK(mid.deferred_pages == 0, "%lu pages deferred in a dry zone", mid.deferred_pages);
+	const unsigned long section_pages = 1ul << (KMM_MAX_ORDER - 1), dry_managed = mid.managed_pages;
+	const unsigned step_order[3] = {4, 7, KMM_MAX_ORDER - 2};
+	const unsigned long step_populated[3] = {64, 256, section_pages};
+	void *step[3];
+	for (unsigned i = 0; i < 3; i++) {
+		step[i] = kmm_alloc_pages(KMM_GFP_KERNEL, step_order[i]);
+		CHECK(step[i] != NULL, "KMM_GFP_KERNEL order %u in a dry zone: %s", step_order[i],
+		      strerror(errno));
+		kmm_zone_stats(&mid);
+		CHECK(mid.sections_added == s0.sections_added + 1,
+		      "order %u: %lu sections added, expected the dry zone's one more (%lu)",
+		      step_order[i], mid.sections_added, s0.sections_added + 1);
+		CHECK(mid.managed_pages == dry_managed + step_populated[i] &&
+		              mid.deferred_pages == section_pages - step_populated[i],
+		      "order %u: %lu pages of the new section on the lists, %lu deferred; expected %lu",
+		      step_order[i], mid.managed_pages - dry_managed, mid.deferred_pages,
+		      step_populated[i]);
+		CHECK(kmm_buddy_validate() == 0, "buddy invariants broken with %lu pages deferred",
+		      mid.deferred_pages);
+	}
+	grown = kmm_alloc_pages(KMM_GFP_KERNEL, 0);
+	CHECK(grown != NULL, "KMM_GFP_KERNEL order 0 after the zone grew: %s", strerror(errno));
 
 	/* Every page distinct: each still carries its own number. */
 	for (size_t i = 0; i < n; i++)
@@ -295,6 +322,8 @@ static void test_exhaust(void)
 	CHECK(kmm_buddy_validate() == 0, "buddy invariants broken with the zone exhausted");
 
 	kmm_free_pages(grown, 0);
+	for (unsigned i = 0; i < 3; i++)
+		kmm_free_pages(step[i], step_order[i]);
 	for (size_t i = 0; i < n; i++)
 		kmm_free_pages(pages[i], 0);
 	free(pages);
@@ -308,19 +337,24 @@ static void test_exhaust(void)
 	      "sections were released while the decay time was an hour");
 	/*
 	 * Buddy merging is canonical: the same pages in use give the same free
-	 * blocks.  So the lists below max order are exactly as before, and the
-	 * memory the zone grew by is all in max-order blocks.
+	 * blocks.  So the lists below max order are as before, and the memory
+	 * the zone grew by is in max-order blocks - but for the newest
+	 * section's pages on the lists so far (the rest is deferred), which,
+	 * all free, are the blocks of their count's binary digits.
 	 */
+	unsigned long populated =
+		s1.deferred_pages ? (1ul << (KMM_MAX_ORDER - 1)) - s1.deferred_pages : 0;
 	for (unsigned k = 0; k + 1 < KMM_MAX_ORDER; k++)
-		CHECK(s1.nr_free[k] == s0.nr_free[k],
-		      "order %u: %lu free blocks before exhausting the zone, %lu after freeing all "
-		      "(incomplete merging?)",
-		      k, s0.nr_free[k], s1.nr_free[k]);
+		CHECK(s1.nr_free[k] == s0.nr_free[k] + ((populated >> k) & 1),
+		      "order %u: %lu free blocks before exhausting the zone, %lu after freeing all, "
+		      "%lu pages of the growing section on the lists (incomplete merging?)",
+		      k, s0.nr_free[k], s1.nr_free[k], populated);
 	CHECK((s1.managed_pages - s0.managed_pages) ==
-	              (s1.nr_free[KMM_MAX_ORDER - 1] - s0.nr_free[KMM_MAX_ORDER - 1]) << (KMM_MAX_ORDER - 1),
-	      "the zone grew by %lu pages but max-order free blocks by %lu",
+	              ((s1.nr_free[KMM_MAX_ORDER - 1] - s0.nr_free[KMM_MAX_ORDER - 1])
+	               << (KMM_MAX_ORDER - 1)) + populated,
+	      "the zone grew by %lu pages but max-order free blocks by %lu (and %lu growing)",
 	      s1.managed_pages - s0.managed_pages,
-	      s1.nr_free[KMM_MAX_ORDER - 1] - s0.nr_free[KMM_MAX_ORDER - 1]);
+	      s1.nr_free[KMM_MAX_ORDER - 1] - s0.nr_free[KMM_MAX_ORDER - 1], populated);
 	/*
 	 * Allocating everything and freeing everything leaves only max-order
 	 * blocks free, except in max-order regions that hold a page kmm keeps
@@ -328,7 +362,7 @@ static void test_exhaust(void)
 	 */
 	for (unsigned k = 0; k + 1 < KMM_MAX_ORDER; k++)
 		nonmax_pages += s1.nr_free[k] << k;
-	CHECK(s1.managed_pages - (s1.nr_free[KMM_MAX_ORDER - 1] << (KMM_MAX_ORDER - 1)) <=
+	CHECK(s1.managed_pages - (s1.nr_free[KMM_MAX_ORDER - 1] << (KMM_MAX_ORDER - 1)) - populated <=
 	              in_use1 << (KMM_MAX_ORDER - 1),
 	      "%lu free pages lie outside max-order blocks, more than %lu pages in use explain",
 	      nonmax_pages, in_use1);
