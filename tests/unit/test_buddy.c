@@ -294,6 +294,27 @@ static void test_exhaust(void)
 	kmm_zone_stats(&mid);
 	CHECK(mid.deferred_pages == 0, "%lu pages deferred in a dry zone", mid.deferred_pages);
 	const unsigned long section_pages = 1ul << (KMM_MAX_ORDER - 1), dry_managed = mid.managed_pages;
+	/*
+	 * kmm_trim() gives back a growing section whose pages on the lists are
+	 * all free: it puts the rest on the lists, the section merges into one
+	 * block and goes back to the OS.
+	 */
+	void *probe = kmm_alloc_pages(KMM_GFP_KERNEL, 4);
+	CHECK(probe != NULL, "KMM_GFP_KERNEL order 4 in a dry zone: %s", strerror(errno));
+	kmm_zone_stats(&mid);
+	CHECK(mid.sections_added == s0.sections_added + 1 && mid.deferred_pages == section_pages - 64,
+	      "a dry zone's order-4 request: %lu sections added (expected %lu), %lu pages deferred",
+	      mid.sections_added, s0.sections_added + 1, mid.deferred_pages);
+	kmm_free_pages(probe, 4);
+	kmm_trim();
+	kmm_zone_stats(&mid);
+	CHECK(mid.sections_released == s0.sections_released + 1 && mid.deferred_pages == 0 &&
+	              mid.nr_sections == s0.nr_sections && mid.managed_pages == dry_managed,
+	      "kmm_trim() with the growing section free: %lu sections released (expected %lu), %lu "
+	      "deferred, %lu sections (expected %lu)",
+	      mid.sections_released, s0.sections_released + 1, mid.deferred_pages, mid.nr_sections,
+	      s0.nr_sections);
+	const unsigned long added0 = mid.sections_added;
 	const unsigned step_order[3] = {4, 7, KMM_MAX_ORDER - 2};
 	const unsigned long step_populated[3] = {64, 256, section_pages};
 	void *step[3];
@@ -302,9 +323,9 @@ static void test_exhaust(void)
 		CHECK(step[i] != NULL, "KMM_GFP_KERNEL order %u in a dry zone: %s", step_order[i],
 		      strerror(errno));
 		kmm_zone_stats(&mid);
-		CHECK(mid.sections_added == s0.sections_added + 1,
+		CHECK(mid.sections_added == added0 + 1,
 		      "order %u: %lu sections added, expected the dry zone's one more (%lu)",
-		      step_order[i], mid.sections_added, s0.sections_added + 1);
+		      step_order[i], mid.sections_added, added0 + 1);
 		CHECK(mid.managed_pages == dry_managed + step_populated[i] &&
 		              mid.deferred_pages == section_pages - step_populated[i],
 		      "order %u: %lu pages of the new section on the lists, %lu deferred; expected %lu",
@@ -333,8 +354,8 @@ static void test_exhaust(void)
 	CHECK(kmm_buddy_validate() == 0, "buddy invariants broken after freeing the exhausted zone");
 	CHECK(in_use1 == in_use0, "pages in use: %lu before exhausting the zone, %lu after freeing all",
 	      in_use0, in_use1);
-	CHECK(s1.sections_released == s0.sections_released,
-	      "sections were released while the decay time was an hour");
+	CHECK(s1.sections_released == s0.sections_released + 1,
+	      "sections were released while the decay time was an hour (besides kmm_trim()'s one)");
 	/*
 	 * Buddy merging is canonical: the same pages in use give the same free
 	 * blocks.  So the lists below max order are as before, and the memory
