@@ -29,7 +29,10 @@
  *      of 2^k; its other frames have flags 0.
  *   I3 no two free blocks of order k are buddies (they would have merged).
  *   I4 free_pages is the sum of the free blocks' sizes; every frame is free,
- *      on a pcp list, isolated, or allocated; nothing is two of these.
+ *      on a pcp list, isolated, allocated, or deferred (the growing
+ *      section's frames from grow_next on: flags 0, in no block, and not in
+ *      managed_pages, which counts every other frame of every section);
+ *      nothing is two of these.  grow_next is a multiple of a pageblock.
  *   I5 PG_decay blocks are exactly those on decay_list; each has order >=
  *      DECAY_MIN_ORDER and at least one resident frame.
  *   I6 resident_pages equals the number of resident bits set.
@@ -1213,7 +1216,6 @@ static uint64_t huge_cache_due(struct zone *z)
 
 #define DECAY_BATCH 16
 
-/* zone_decay() with decay_lock held. */
 /*
  * For kmm_trim(): a growing section whose frames on the lists are all free
  * goes on them whole, so that it merges into one block and goes back to the
@@ -1233,6 +1235,7 @@ static void trim_growing(struct zone *z)
 	populate_to(z, KMM_SECTION_PAGES);
 }
 
+/* zone_decay() with decay_lock held. */
 static unsigned long decay_locked(struct zone *z, bool force)
 {
 	unsigned long given = 0;
@@ -1544,7 +1547,7 @@ KMM_EXPORT void kmm_pagetypeinfo(FILE *out)
 	/* Every pageblock on the lists or in use by the kind its byte names ... */
 	for (unsigned s = 0; s < z->section_hwm; s++) {
 		struct mem_section *ms = z->section[s];
-		size_t populated = ms == z->growing ? z->grow_next : KMM_SECTION_PAGES;
+		size_t populated = ms && ms == z->growing ? z->grow_next : KMM_SECTION_PAGES;
 		for (size_t pb = 0; ms && pb < (populated >> PAGEBLOCK_ORDER); pb++)
 			blocks[ms->pageblock_mt[pb]]++;
 	}
