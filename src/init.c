@@ -51,7 +51,7 @@ void thread_register(void)
  * (it has one thread) and then takes back the page and slab caches of the
  * threads that did not come along.
  */
-static void fork_prepare(void)
+static rare void fork_prepare(void)
 {
 	pthread_mutex_lock(&init_lock);
 	mempool_fork_prepare();
@@ -62,7 +62,7 @@ static void fork_prepare(void)
 	os_fork_prepare();
 }
 
-static void fork_parent(void)
+static rare void fork_parent(void)
 {
 	os_fork_parent();
 	pagemap_fork_parent();
@@ -73,7 +73,7 @@ static void fork_parent(void)
 	pthread_mutex_unlock(&init_lock);
 }
 
-static void fork_child(void)
+static rare void fork_child(void)
 {
 	os_fork_child();
 	pagemap_fork_child();
@@ -116,7 +116,7 @@ KMM_EXPORT void kmm_drain_local(void)
 	pcp_drain_local();
 }
 
-KMM_EXPORT unsigned long kmm_trim(void)
+KMM_EXPORT rare unsigned long kmm_trim(void)
 {
 	kmm_ensure_init();
 	slab_flush_local();

@@ -44,6 +44,17 @@
 #define noinline __attribute__((noinline))
 #define always_inline inline __attribute__((always_inline))
 #define cold __attribute__((cold))
+/*
+ * rare: code a running program seldom or never executes - validators,
+ * report printers, statistics, fork handlers, error reports.  Cold, and in
+ * a section of its own that libkmm.so's link (cmake/kmm-layout.ld) gives a
+ * mapping of its own: on a fault in a file mapping the kernel maps up to
+ * 64 KiB of its cached pages around the address (fault-around), so in the
+ * one mapping with malloc and free these pages were resident in every
+ * process that preloads kmm.  Linked statically, the section is an orphan
+ * that the linker places after .text.
+ */
+#define rare __attribute__((__cold__, __noinline__, __section__("kmm_text_rare")))
 
 #define KMM_CACHELINE 64
 #define ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))
@@ -61,10 +72,10 @@
 #endif
 
 /* ---- fatal errors: name kmm, the function and the address, then abort ---- */
-cold __attribute__((noreturn, format(printf, 2, 3))) void kmm_fatal(const char *func,
+rare __attribute__((noreturn, format(printf, 2, 3))) void kmm_fatal(const char *func,
                                                                       const char *fmt, ...);
 /* A warning on stderr that does not abort. */
-cold __attribute__((format(printf, 1, 2))) void kmm_warn(const char *fmt, ...);
+rare __attribute__((format(printf, 1, 2))) void kmm_warn(const char *fmt, ...);
 
 #define KMM_CHECK(cond, func, ...)                                                               \
 	do {                                                                                     \

@@ -400,7 +400,7 @@ KMM_EXPORT size_t kmm_ksize(const void *p)
 	return ksize_checked(p, "kmm_ksize");
 }
 
-KMM_EXPORT size_t kmm_kmalloc_size_class(size_t size)
+KMM_EXPORT rare size_t kmm_kmalloc_size_class(size_t size)
 {
 	kmm_ensure_init();
 	if (size == 0 || size > KMM_KMALLOC_MAX_CACHE_SIZE)
@@ -477,7 +477,7 @@ KMM_EXPORT void *kmm_krealloc(void *p, size_t size, unsigned flags)
 	return krealloc_checked(p, size, flags, "kmm_krealloc");
 }
 
-void kmalloc_totals(struct kmalloc_totals *t)
+rare void kmalloc_totals(struct kmalloc_totals *t)
 {
 	memset(t, 0, sizeof(*t));
 	for (unsigned i = 0; i < NR_KMALLOC_CLASSES; i++) {

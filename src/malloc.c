@@ -205,7 +205,7 @@ static noinline void free_other(void *p, uintptr_t e, size_t idx, char *owner)
  * needs no stack frame of its own.
  */
 static noinline void free_invalid(void *p, struct kmm_cache *s) { check_object(s, NULL, p, "free"); }
-static noinline void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
+static rare void free_double(void *p) { kmm_fatal("free", "double free %p", p); }
 
 /*
  * The thread's magazine for @s is full (or it never allocated from the
@@ -398,7 +398,7 @@ KMM_EXPORT int __libc_mallopt(int param, int value) { return mallopt(param, valu
 
 /* ---- statistics in glibc's shapes ---- */
 
-KMM_EXPORT struct mallinfo2 mallinfo2(void)
+KMM_EXPORT rare struct mallinfo2 mallinfo2(void)
 {
 	struct kmm_heap_stats h;
 	kmm_heap_stats(&h);
@@ -420,7 +420,7 @@ KMM_EXPORT struct mallinfo2 mallinfo2(void)
 /* glibc marks mallinfo deprecated (int fields overflow); programs still call it. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-KMM_EXPORT struct mallinfo mallinfo(void)
+KMM_EXPORT rare struct mallinfo mallinfo(void)
 {
 	struct mallinfo2 m2 = mallinfo2();
 	struct mallinfo mi;
@@ -441,7 +441,7 @@ KMM_EXPORT struct mallinfo mallinfo(void)
 KMM_EXPORT struct mallinfo __libc_mallinfo(void) { return mallinfo(); }
 #pragma GCC diagnostic pop
 
-KMM_EXPORT void malloc_stats(void)
+KMM_EXPORT rare void malloc_stats(void)
 {
 	struct kmm_heap_stats h;
 	kmm_heap_stats(&h);
@@ -461,7 +461,7 @@ KMM_EXPORT void malloc_stats(void)
 	stats_write_stderr(buf, (size_t)n);
 }
 
-KMM_EXPORT int malloc_info(int options, FILE *fp)
+KMM_EXPORT rare int malloc_info(int options, FILE *fp)
 {
 	if (options != 0 || !fp) {
 		errno = EINVAL;

@@ -42,21 +42,21 @@ static struct list_head pools = {&pools, &pools};
 void mempool_fork_prepare(void);
 void mempool_fork_parent(void);
 void mempool_fork_child(void);
-void mempool_fork_prepare(void)
+rare void mempool_fork_prepare(void)
 {
 	kmm_lock(&pools_lock);
 	struct list_head *pos;
 	list_for_each(pos, &pools)
 		pthread_mutex_lock(&list_entry(pos, struct kmm_mempool, list)->lock);
 }
-void mempool_fork_parent(void)
+rare void mempool_fork_parent(void)
 {
 	struct list_head *pos;
 	list_for_each(pos, &pools)
 		pthread_mutex_unlock(&list_entry(pos, struct kmm_mempool, list)->lock);
 	kmm_unlock(&pools_lock);
 }
-void mempool_fork_child(void)
+rare void mempool_fork_child(void)
 {
 	struct list_head *pos;
 	list_for_each(pos, &pools)
@@ -71,7 +71,7 @@ void mempool_fork_child(void)
 static void add_element(struct kmm_mempool *p, void *e) { p->elements[p->curr_nr++] = e; }
 static void *remove_element(struct kmm_mempool *p) { return p->elements[--p->curr_nr]; }
 
-KMM_EXPORT struct kmm_mempool *kmm_mempool_create(int min_nr, kmm_mempool_alloc_t alloc_fn,
+KMM_EXPORT rare struct kmm_mempool *kmm_mempool_create(int min_nr, kmm_mempool_alloc_t alloc_fn,
 						  kmm_mempool_free_t free_fn, void *data)
 {
 	if (min_nr < 0 || !alloc_fn || !free_fn || min_nr > (1 << 24)) {
@@ -157,7 +157,7 @@ KMM_EXPORT void kmm_mempool_free(void *e, struct kmm_mempool *p)
 	p->free(e, p->pool_data);
 }
 
-KMM_EXPORT int kmm_mempool_resize(struct kmm_mempool *p, int new_min_nr)
+KMM_EXPORT rare int kmm_mempool_resize(struct kmm_mempool *p, int new_min_nr)
 {
 	if (!p || new_min_nr < 0 || new_min_nr > (1 << 24)) {
 		errno = EINVAL;
@@ -204,7 +204,7 @@ KMM_EXPORT int kmm_mempool_reserved(const struct kmm_mempool *cp)
 	return n;
 }
 
-KMM_EXPORT void kmm_mempool_destroy(struct kmm_mempool *p)
+KMM_EXPORT rare void kmm_mempool_destroy(struct kmm_mempool *p)
 {
 	if (!p)
 		return;
@@ -236,7 +236,7 @@ KMM_EXPORT void kmm_mempool_kfree(void *e, void *size)
 	kmm_kfree(e);
 }
 
-KMM_EXPORT struct kmm_mempool *kmm_mempool_create_slab_pool(int min_nr, struct kmm_cache *c)
+KMM_EXPORT rare struct kmm_mempool *kmm_mempool_create_slab_pool(int min_nr, struct kmm_cache *c)
 {
 	if (!c) {
 		errno = EINVAL;
@@ -245,7 +245,7 @@ KMM_EXPORT struct kmm_mempool *kmm_mempool_create_slab_pool(int min_nr, struct k
 	return kmm_mempool_create(min_nr, kmm_mempool_alloc_slab, kmm_mempool_free_slab, c);
 }
 
-KMM_EXPORT struct kmm_mempool *kmm_mempool_create_kmalloc_pool(int min_nr, size_t size)
+KMM_EXPORT rare struct kmm_mempool *kmm_mempool_create_kmalloc_pool(int min_nr, size_t size)
 {
 	if (size == 0) {
 		errno = EINVAL;

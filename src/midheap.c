@@ -624,7 +624,7 @@ void mid_totals(struct mid_totals *t)
  * takes them.  The zone still counts those frames resident (its count stays
  * an upper bound).  Returns the bytes decommitted in place.
  */
-size_t mid_trim(void)
+rare size_t mid_trim(void)
 {
 	size_t decommitted = 0;
 	for (unsigned i = 0; i < mid_nr_heaps; i++) {
@@ -727,7 +727,7 @@ out:
 	return bad;
 }
 
-KMM_EXPORT int kmm_mid_validate(void)
+KMM_EXPORT rare int kmm_mid_validate(void)
 {
 	kmm_ensure_init();
 	bool bad = false;
@@ -764,7 +764,7 @@ void mid_init(void)
 }
 
 /* fork: the ready lock first (no heap becomes ready meanwhile), then every ready heap's. */
-void mid_fork_prepare(void)
+rare void mid_fork_prepare(void)
 {
 	kmm_lock(&mid_ready_lock);
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
@@ -776,7 +776,7 @@ void mid_fork_prepare(void)
 		}
 }
 
-void mid_fork_parent(void)
+rare void mid_fork_parent(void)
 {
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
 		if (mid_heaps[i].ready)
@@ -784,7 +784,7 @@ void mid_fork_parent(void)
 	kmm_unlock(&mid_ready_lock);
 }
 
-void mid_fork_child(void)
+rare void mid_fork_child(void)
 {
 	for (unsigned i = 0; i < MID_MAX_HEAPS; i++)
 		if (mid_heaps[i].ready)

@@ -323,9 +323,9 @@ bool os_section_free(void *addr, size_t size)
 	return true;
 }
 
-void os_fork_prepare(void) { kmm_lock(&brk_lock); }
-void os_fork_parent(void) { kmm_unlock(&brk_lock); }
-void os_fork_child(void) { kmm_lock_init(&brk_lock); }
+rare void os_fork_prepare(void) { kmm_lock(&brk_lock); }
+rare void os_fork_parent(void) { kmm_unlock(&brk_lock); }
+rare void os_fork_child(void) { kmm_lock_init(&brk_lock); }
 
 /* ---- reporting, time ---- */
 
@@ -351,7 +351,7 @@ void os_abort(void)
 	abort();
 }
 
-static void kmm_vreport(const char *prefix, const char *fmt, va_list ap)
+static rare void kmm_vreport(const char *prefix, const char *fmt, va_list ap)
 {
 	char buf[512];
 	int n = snprintf(buf, sizeof(buf), "%s", prefix);
@@ -362,7 +362,7 @@ static void kmm_vreport(const char *prefix, const char *fmt, va_list ap)
 	os_write_stderr(buf, (size_t)n);
 }
 
-void kmm_fatal(const char *func, const char *fmt, ...)
+rare void kmm_fatal(const char *func, const char *fmt, ...)
 {
 	char prefix[96];
 	snprintf(prefix, sizeof(prefix), "kmm: %s(): ", func);
@@ -373,7 +373,7 @@ void kmm_fatal(const char *func, const char *fmt, ...)
 	os_abort();
 }
 
-void kmm_warn(const char *fmt, ...)
+rare void kmm_warn(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);

@@ -1474,7 +1474,7 @@ KMM_EXPORT void kmm_free_pages(void *addr, unsigned order)
 	free_pages(page, order);
 }
 
-KMM_EXPORT void kmm_zone_stats(struct kmm_zone_stats *out)
+KMM_EXPORT rare void kmm_zone_stats(struct kmm_zone_stats *out)
 {
 	kmm_ensure_init();
 	struct zone *z = &zone_normal;
@@ -1494,7 +1494,7 @@ KMM_EXPORT void kmm_zone_stats(struct kmm_zone_stats *out)
 	kmm_unlock(&z->lock);
 }
 
-KMM_EXPORT void kmm_buddyinfo(FILE *out)
+KMM_EXPORT rare void kmm_buddyinfo(FILE *out)
 {
 	kmm_ensure_init();
 	struct zone *z = &zone_normal;
@@ -1514,7 +1514,7 @@ static const char *const mt_names[MT_TYPES] = {
 	[MT_SMALL] = "Small", [MT_LARGE] = "Large", [MT_FREE] = "Kindless"};
 
 /* A header "%-43s " @title and the orders, then a line per kind: the kernel's free-pages table. */
-static void print_type_table(FILE *out, const struct zone *z, const char *title,
+static rare void print_type_table(FILE *out, const struct zone *z, const char *title,
 			     unsigned long counts[MT_TYPES][KMM_MAX_ORDER])
 {
 	fprintf(out, "%-43s ", title);
@@ -1536,7 +1536,7 @@ static void print_type_table(FILE *out, const struct zone *z, const char *title,
  * that is neither in use nor given back.  Counted under the zone lock in one
  * pass over the free lists and the sections, as the kernel counts it.
  */
-KMM_EXPORT void kmm_pagetypeinfo(FILE *out)
+KMM_EXPORT rare void kmm_pagetypeinfo(FILE *out)
 {
 	kmm_ensure_init();
 	struct zone *z = &zone_normal;
@@ -1619,7 +1619,7 @@ static void decay_cond_init(struct zone *z)
 
 /* ---- fork ---- */
 
-void page_fork_prepare(void)
+rare void page_fork_prepare(void)
 {
 	kmm_lock(&zone_normal.decay_lock);
 	kmm_lock(&zone_normal.lock);
@@ -1627,7 +1627,7 @@ void page_fork_prepare(void)
 	kmm_lock(&desc_lock);
 }
 
-void page_fork_parent(void)
+rare void page_fork_parent(void)
 {
 	kmm_unlock(&desc_lock);
 	kmm_unlock(&pcp_registry_lock);
@@ -1635,7 +1635,7 @@ void page_fork_parent(void)
 	kmm_unlock(&zone_normal.decay_lock);
 }
 
-void page_fork_child(void)
+rare void page_fork_child(void)
 {
 	__atomic_store_n(&decay_thread_started, 0, __ATOMIC_RELAXED); /* it did not come along */
 	zone_normal.decay_thread_waits = false;
@@ -1647,7 +1647,7 @@ void page_fork_child(void)
 }
 
 /* The child's other threads are gone; their pcp lists (in their TLS, still mapped) come back. */
-void page_fork_child_reclaim(void)
+rare void page_fork_child_reclaim(void)
 {
 	struct list_head *pos, *tmp;
 	kmm_lock(&pcp_registry_lock);
@@ -1820,7 +1820,7 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 	return ok;
 }
 
-KMM_EXPORT int kmm_buddy_validate(void)
+KMM_EXPORT rare int kmm_buddy_validate(void)
 {
 	kmm_ensure_init();
 	return zone_validate(&zone_normal, pcp_pages_total()) ? 0 : -1;

@@ -72,6 +72,6 @@ int pagemap_set(void *addr, size_t size, void *desc, enum pagemap_kind kind)
 	return ret;
 }
 
-void pagemap_fork_prepare(void) { kmm_lock(&pagemap_lock); }
-void pagemap_fork_parent(void) { kmm_unlock(&pagemap_lock); }
-void pagemap_fork_child(void) { kmm_lock_init(&pagemap_lock); }
+rare void pagemap_fork_prepare(void) { kmm_lock(&pagemap_lock); }
+rare void pagemap_fork_parent(void) { kmm_unlock(&pagemap_lock); }
+rare void pagemap_fork_child(void) { kmm_lock_init(&pagemap_lock); }

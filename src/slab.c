@@ -1225,7 +1225,7 @@ static int alloc_cache_id(void)
 	return -1;
 }
 
-static noinline struct kmm_cache *create_failed(const char *name, unsigned long flags, int err)
+static rare struct kmm_cache *create_failed(const char *name, unsigned long flags, int err)
 {
 	if (flags & KMM_SLAB_PANIC)
 		kmm_fatal("kmm_cache_create", "cannot create cache %s: %s", name ? name : "(null)",
@@ -1234,7 +1234,7 @@ static noinline struct kmm_cache *create_failed(const char *name, unsigned long 
 	return NULL;
 }
 
-KMM_EXPORT struct kmm_cache *kmm_cache_create(const char *name, size_t size, size_t align,
+KMM_EXPORT rare struct kmm_cache *kmm_cache_create(const char *name, size_t size, size_t align,
 					      unsigned long flags, void (*ctor)(void *))
 {
 	if (!name || size == 0 || size > KMM_CACHE_MAX_SIZE ||
@@ -1335,7 +1335,7 @@ static void flush_local_slot(struct kmm_cache *s)
 	kmm_unlock(&slab_threads_lock);
 }
 
-KMM_EXPORT int kmm_cache_shrink(struct kmm_cache *s)
+KMM_EXPORT rare int kmm_cache_shrink(struct kmm_cache *s)
 {
 	if (!s) {
 		errno = EINVAL;
@@ -1363,7 +1363,7 @@ static unsigned long node_free_objects(struct kmm_cache *s, unsigned long *empty
 	return free_objs;
 }
 
-KMM_EXPORT void kmm_cache_destroy(struct kmm_cache *s)
+KMM_EXPORT rare void kmm_cache_destroy(struct kmm_cache *s)
 {
 	if (!s)
 		return;
@@ -1401,7 +1401,7 @@ KMM_EXPORT void kmm_cache_destroy(struct kmm_cache *s)
 
 KMM_EXPORT size_t kmm_cache_size(const struct kmm_cache *s) { return s ? s->object_size : 0; }
 
-KMM_EXPORT void kmm_cache_stats(const struct kmm_cache *cs, struct kmm_cache_stats *out)
+KMM_EXPORT rare void kmm_cache_stats(const struct kmm_cache *cs, struct kmm_cache_stats *out)
 {
 	struct kmm_cache *s = (struct kmm_cache *)cs;
 	unsigned long empty;
@@ -1448,7 +1448,7 @@ static void slabinfo_line(struct kmm_cache *s, const struct kmm_cache_stats *st,
 		0u, st->active_slabs, st->num_slabs, 0ul);
 }
 
-KMM_EXPORT void kmm_slabinfo(FILE *out)
+KMM_EXPORT rare void kmm_slabinfo(FILE *out)
 {
 	kmm_ensure_init();
 	fprintf(out, "slabinfo - version: 2.1\n");
@@ -1468,7 +1468,7 @@ void slab_flush_local(void)
 	kmm_unlock(&slab_threads_lock);
 }
 
-unsigned long slab_shrink_all(void)
+rare unsigned long slab_shrink_all(void)
 {
 	unsigned long n = 0;
 	kmm_lock(&slab_mutex);
@@ -1503,7 +1503,7 @@ static void add_bytes_in_use(struct kmm_cache *s, const struct kmm_cache_stats *
 	*(unsigned long long *)sum += (unsigned long long)st->active_objs * s->size;
 }
 
-unsigned long long slab_bytes_in_use(void)
+rare unsigned long long slab_bytes_in_use(void)
 {
 	unsigned long long n = 0;
 	for_each_cache_stats(add_bytes_in_use, &n);
@@ -1516,7 +1516,7 @@ unsigned long long slab_bytes_in_use(void)
  * them (it is single-threaded) and hands back the slabs of the threads that
  * did not survive the fork, which can never run again.
  */
-void slab_fork_prepare(void)
+rare void slab_fork_prepare(void)
 {
 	kmm_lock(&slab_mutex);
 	kmm_lock(&slab_threads_lock);
@@ -1534,7 +1534,7 @@ void slab_fork_prepare(void)
 		kmm_lock(&list_entry(pos, struct kmm_cache, list)->list_lock);
 }
 
-void slab_fork_parent(void)
+rare void slab_fork_parent(void)
 {
 	__atomic_store_n(&slab_fork_pending, 0, __ATOMIC_RELEASE);
 	struct list_head *pos;
@@ -1544,7 +1544,7 @@ void slab_fork_parent(void)
 	kmm_unlock(&slab_mutex);
 }
 
-void slab_fork_child(void)
+rare void slab_fork_child(void)
 {
 	__atomic_store_n(&slab_fork_pending, 0, __ATOMIC_RELAXED);
 	struct list_head *pos;
@@ -1555,7 +1555,7 @@ void slab_fork_child(void)
 }
 
 /* Child after fork, locks usable again: flush the slabs of threads that are gone. */
-void slab_fork_child_reclaim(void)
+rare void slab_fork_child_reclaim(void)
 {
 	struct list_head *pos, *tmp;
 	kmm_lock(&slab_threads_lock);
@@ -1582,7 +1582,7 @@ void slab_fork_child_reclaim(void)
 	} while (0)
 
 /* Walk a freelist of @slab: every entry a slot start, no cycle; returns its length. */
-static unsigned walk_freelist(struct kmm_cache *s, struct page *slab, void *fl, bool *okp)
+static rare unsigned walk_freelist(struct kmm_cache *s, struct page *slab, void *fl, bool *okp)
 {
 	bool ok = true;
 	unsigned n = 0;
@@ -1615,7 +1615,7 @@ static bool tags_are(const struct kmm_cache *s, const struct page *slab, uint32_
 	return true;
 }
 
-static bool cache_validate(struct kmm_cache *s)
+static rare bool cache_validate(struct kmm_cache *s)
 {
 	bool ok = true;
 	unsigned long n = 0, empty = 0;
@@ -1727,7 +1727,7 @@ static bool cache_validate(struct kmm_cache *s)
 	return ok;
 }
 
-KMM_EXPORT int kmm_slab_validate(struct kmm_cache *s)
+KMM_EXPORT rare int kmm_slab_validate(struct kmm_cache *s)
 {
 	kmm_ensure_init();
 	if (s)

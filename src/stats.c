@@ -63,7 +63,7 @@ void stats_free(void *p, const char *fn)
 
 void stats_write_stderr(const char *buf, size_t len) { os_write_stderr(buf, len); }
 
-KMM_EXPORT void kmm_heap_stats(struct kmm_heap_stats *h)
+KMM_EXPORT rare void kmm_heap_stats(struct kmm_heap_stats *h)
 {
 	kmm_ensure_init();
 	struct kmm_zone_stats z;
@@ -93,7 +93,7 @@ KMM_EXPORT void kmm_heap_stats(struct kmm_heap_stats *h)
 
 static double mib(unsigned long long b) { return (double)b / (1024.0 * 1024.0); }
 
-KMM_EXPORT void kmm_stats_print(FILE *out)
+KMM_EXPORT rare void kmm_stats_print(FILE *out)
 {
 	struct kmm_heap_stats h;
 	kmm_heap_stats(&h);
