@@ -27,7 +27,7 @@ struct vma {
 
 static struct vma vma_of(uintptr_t addr)
 {
-	struct vma v = {0, 0, -1};
+	struct vma v = { 0, 0, -1 };
 	FILE *f = fopen("/proc/self/smaps", "r");
 	char line[512];
 	bool in = false;
@@ -84,7 +84,7 @@ static int find_eh(struct dl_phdr_info *info, size_t size, void *arg)
 /* Allocation of every kind, so that each fast and slow path has run. */
 static void churn(void)
 {
-	static const size_t sizes[] = {8, 24, 100, 1000, 5000, 20000, 60000, 300000, 5 << 20};
+	static const size_t sizes[] = { 8, 24, 100, 1000, 5000, 20000, 60000, 300000, 5 << 20 };
 	void *p[ARRAY_SIZE(sizes)][8];
 
 	for (int round = 0; round < 4; round++) {
@@ -122,7 +122,7 @@ int main(void)
 	CHECK(vr.rss_kb == 0, "the rare code's mapping %#lx-%#lx has %ld KiB resident",
 	      (unsigned long)vr.lo, (unsigned long)vr.hi, vr.rss_kb);
 
-	struct eh_find eh = {hot, 0};
+	struct eh_find eh = { hot, 0 };
 	CHECK(dl_iterate_phdr(find_eh, &eh) == 1 && eh.eh != 0, "libkmm.so's PT_GNU_EH_FRAME");
 	struct vma ve = vma_of(eh.eh);
 	CHECK(ve.lo != vh.lo && ve.lo != vr.lo, "the unwind tables share a code mapping");
