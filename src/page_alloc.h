@@ -109,6 +109,21 @@ struct zone;
 struct mem_section {
 	struct page mem_map[KMM_SECTION_PAGES];
 	/*
+	 * The scalars and small arrays come before the per-frame bytes, so
+	 * that they and the first pageblocks' head_delta and slab_tag entries
+	 * share the page after mem_map: a section whose first pageblocks alone
+	 * are populated (a small program's) has two descriptor pages resident,
+	 * not three.
+	 */
+	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
+	struct zone *zone;         /* owner; NULL while on the recycle list */
+	unsigned long start_pfn;   /* zone pfn of frame 0 */
+	struct mem_section *next_free; /* recycle list link */
+	/* Per pageblock: the kind whose lists its free blocks below PAGEBLOCK_ORDER join. */
+	uint8_t pageblock_mt[KMM_SECTION_PAGES >> PAGEBLOCK_ORDER];
+	/* 1 bit per frame: may be resident (allocated since last decommit). */
+	uint64_t resident[KMM_SECTION_PAGES / 64];
+	/*
 	 * Per frame: how many frames back the head of its compound slab is
 	 * (slabs of up to 255 pages), 0 for heads and every other frame.
 	 * free() finds a slab's head with a subtraction, no branch on PG_tail
@@ -124,14 +139,6 @@ struct mem_section {
 	 * line) without reading the slab's descriptor.
 	 */
 	uint32_t slab_tag[KMM_SECTION_PAGES];
-	uintptr_t vaddr;           /* virtual address of frame 0 (linear map) */
-	/* Per pageblock: the kind whose lists its free blocks below PAGEBLOCK_ORDER join. */
-	uint8_t pageblock_mt[KMM_SECTION_PAGES >> PAGEBLOCK_ORDER];
-	struct zone *zone;         /* owner; NULL while on the recycle list */
-	unsigned long start_pfn;   /* zone pfn of frame 0 */
-	struct mem_section *next_free; /* recycle list link */
-	/* 1 bit per frame: may be resident (allocated since last decommit). */
-	uint64_t resident[KMM_SECTION_PAGES / 64];
 };
 _Static_assert(sizeof(struct page) == 64, "struct page is not one cache line");
 _Static_assert(sizeof(struct mem_section) <= SECTION_DESC_ALIGN, "mem_section too big");
