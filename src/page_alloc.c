@@ -79,6 +79,9 @@ struct zone zone_normal = {
 	.lock = KMM_LOCK_INIT,
 	.name = "Normal",
 	.node = 0,
+	.section_cap = ZONE_FIRST_SECTIONS,
+	.free_slots = zone_normal.free_slots_first,
+	.section = zone_normal.section_first,
 };
 
 /* ---- resident bitmap ---- */
@@ -444,27 +447,47 @@ static void *section_memory(struct zone *z, size_t *old)
 	return mem;
 }
 
+/* No free slot in section[], and room to move to the mapped table.  Lock held. */
+static bool zone_slots_full(const struct zone *z)
+{
+	return z->free_slot_top == 0 && z->section_hwm == z->section_cap &&
+	       z->section_cap < ZONE_MAX_SECTIONS;
+}
+
+/*
+ * Move @z's slots from the zone to a table of ZONE_MAX_SECTIONS, mapped
+ * without the lock (another thread may have moved them meanwhile).  0, or
+ * -1 with errno ENOMEM.
+ */
+static int zone_table_grow(struct zone *z)
+{
+	size_t bytes = ALIGN_UP(ZONE_MAX_SECTIONS * (sizeof(void *) + sizeof(unsigned)), KMM_PAGE_SIZE);
+	char *tab = os_map_aligned(bytes, KMM_PAGE_SIZE);
+	if (!tab)
+		return -1;
+	kmm_lock(&z->lock);
+	if (z->section_cap < ZONE_MAX_SECTIONS) {
+		struct mem_section **section = (struct mem_section **)tab;
+		unsigned *free_slots = (unsigned *)(tab + ZONE_MAX_SECTIONS * sizeof(void *));
+		memcpy(section, z->section, z->section_hwm * sizeof(*section));
+		memcpy(free_slots, z->free_slots, z->free_slot_top * sizeof(*free_slots));
+		z->section = section;
+		z->free_slots = free_slots;
+		z->section_cap = ZONE_MAX_SECTIONS;
+		tab = NULL;
+	}
+	kmm_unlock(&z->lock);
+	if (tab)
+		os_unmap(tab, bytes);
+	return 0;
+}
+
 /*
  * Add one section to @z.  Called without the zone lock; the system calls
  * happen before the section is published.  0, or -1 with errno ENOMEM.
  */
 static int zone_grow(struct zone *z)
 {
-	if (!__atomic_load_n(&z->section, __ATOMIC_ACQUIRE)) {
-		size_t bytes = ZONE_MAX_SECTIONS * (sizeof(void *) + sizeof(unsigned));
-		char *tab = os_map_aligned(ALIGN_UP(bytes, KMM_PAGE_SIZE), KMM_PAGE_SIZE);
-		if (!tab)
-			return -1;
-		kmm_lock(&z->lock);
-		if (!z->section) {
-			z->free_slots = (unsigned *)(tab + ZONE_MAX_SECTIONS * sizeof(void *));
-			__atomic_store_n(&z->section, (struct mem_section **)tab, __ATOMIC_RELEASE);
-			tab = NULL;
-		}
-		kmm_unlock(&z->lock);
-		if (tab)
-			os_unmap(tab, ALIGN_UP(bytes, KMM_PAGE_SIZE));
-	}
 	size_t old;
 	void *mem = section_memory(z, &old);
 	if (!mem)
@@ -477,10 +500,18 @@ static int zone_grow(struct zone *z)
 		goto fail_desc;
 
 	kmm_lock(&z->lock);
+	while (zone_slots_full(z)) {
+		kmm_unlock(&z->lock);
+		if (zone_table_grow(z) != 0) {
+			pagemap_set(mem, KMM_SECTION_SIZE, NULL, PAGEMAP_NONE);
+			goto fail_desc;
+		}
+		kmm_lock(&z->lock);
+	}
 	unsigned slot;
 	if (z->free_slot_top > 0) {
 		slot = z->free_slots[--z->free_slot_top];
-	} else if (z->section_hwm < ZONE_MAX_SECTIONS) {
+	} else if (z->section_hwm < z->section_cap) {
 		slot = z->section_hwm++;
 	} else {
 		kmm_unlock(&z->lock);
@@ -516,7 +547,7 @@ fail_mem:
 struct page *pfn_to_page(struct zone *z, unsigned long pfn)
 {
 	unsigned long slot = pfn / KMM_SECTION_PAGES;
-	if (!z->section || slot >= z->section_hwm || !z->section[slot])
+	if (slot >= z->section_hwm || !z->section[slot])
 		return NULL;
 	return &z->section[slot]->mem_map[pfn % KMM_SECTION_PAGES];
 }
@@ -1599,11 +1630,12 @@ unsigned long long zone_metadata_bytes(void)
 {
 	struct zone *z = &zone_normal;
 	kmm_lock(&z->lock);
-	/* Descriptors in use, and the slots of the section table touched so far. */
+	/* Descriptors in use, and the slots of the section table touched so far (none in the zone). */
 	unsigned long long n = (unsigned long long)z->nr_sections *
 			       ALIGN_UP(sizeof(struct mem_section), KMM_PAGE_SIZE);
-	n += ALIGN_UP((unsigned long long)z->section_hwm * (sizeof(void *) + sizeof(unsigned)),
-		      KMM_PAGE_SIZE);
+	if (z->section_cap == ZONE_MAX_SECTIONS)
+		n += ALIGN_UP((unsigned long long)z->section_hwm * (sizeof(void *) + sizeof(unsigned)),
+			      KMM_PAGE_SIZE);
 	kmm_unlock(&z->lock);
 	return n;
 }
@@ -1743,6 +1775,10 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 		      decay_pages);
 	unsigned long buddy_heads = 0, decay_flags = 0, isolated = 0, managed = 0;
 	bool growing_seen = false;
+	if (z->section_hwm > z->section_cap || z->free_slot_top > z->section_hwm ||
+	    (z->section == z->section_first) != (z->section_cap == ZONE_FIRST_SECTIONS))
+		VFAIL("section table: %u slots used, %u free, %u in a table of %s", z->section_hwm,
+		      z->free_slot_top, z->section_cap, z->section == z->section_first ? "the zone" : "its own");
 	if (z->growing && (z->grow_next % (1u << PAGEBLOCK_ORDER) || z->grow_next >= KMM_SECTION_PAGES))
 		VFAIL("growing section populated to frame %u", z->grow_next);
 	for (unsigned s = 0; s < z->section_hwm; s++) {

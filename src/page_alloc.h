@@ -164,6 +164,7 @@ struct free_area {
 };
 
 #define ZONE_MAX_SECTIONS 16384 /* 64 GiB per zone */
+#define ZONE_FIRST_SECTIONS 16  /* section[] slots in the zone itself: 64 MiB */
 #define PCP_MAX_ORDER 3         /* the kernel's PAGE_ALLOC_COSTLY_ORDER */
 #define DECAY_MIN_ORDER 4       /* free blocks of >= 64 KiB are decommitted after a delay */
 #define DIRTY_MIN_PAGES 1024ul  /* the resident cap's least slack: 4 MiB (zone_resident_excess()) */
@@ -208,8 +209,18 @@ struct zone {
 	unsigned nr_sections;          /* sections mapped */
 	unsigned section_hwm;          /* slots ever used in section[] */
 	unsigned free_slot_top;        /* stack of free section[] slots */
-	unsigned *free_slots;
-	struct mem_section **section;  /* [ZONE_MAX_SECTIONS], index = pfn / KMM_SECTION_PAGES */
+	unsigned section_cap;          /* slots section[] and free_slots[] hold */
+	unsigned *free_slots;          /* [section_cap] */
+	struct mem_section **section;  /* [section_cap], index = pfn / KMM_SECTION_PAGES */
+	/*
+	 * The first ZONE_FIRST_SECTIONS slots, in the zone itself: a heap of up
+	 * to 64 MiB needs no table of its own, whose first page every process
+	 * had resident.  The section that needs one more slot moves them to a
+	 * mapped table of ZONE_MAX_SECTIONS (zone_table_grow()).  Only the
+	 * zone lock's holder reads or writes the slots.
+	 */
+	struct mem_section *section_first[ZONE_FIRST_SECTIONS];
+	unsigned free_slots_first[ZONE_FIRST_SECTIONS];
 	/*
 	 * The newest section reaches the free lists a few pageblocks at a time,
 	 * as the kernel's deferred struct page init hands memory to the buddy

@@ -652,6 +652,45 @@ static void test_trim(struct rng *r)
 }
 
 /*
+ * The zone keeps its first 16 section slots (64 MiB) in itself and moves
+ * them to a mapped table when a section needs one more.  Past that point,
+ * and after sections went back to the OS and their slots were reused, every
+ * block keeps its contents and the validator finds every section.
+ */
+#define TABLE_BLOCKS 20
+static void test_section_table(void)
+{
+	struct block b[TABLE_BLOCKS];
+	struct kmm_zone_stats st;
+
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < TABLE_BLOCKS; i++) {
+			b[i].order = KMM_MAX_ORDER - 1;
+			b[i].addr = (uintptr_t)kmm_alloc_pages(KMM_GFP_KERNEL, b[i].order);
+			CHECK(b[i].addr != 0, "round %d: max-order block %zu: %s", round, i, strerror(errno));
+			b[i].tag = mix64(b[i].addr ^ (uint64_t)round);
+			stamp_block(&b[i]);
+		}
+		kmm_zone_stats(&st);
+		CHECK(st.nr_sections >= TABLE_BLOCKS, "round %d: %lu sections hold %d max-order blocks",
+		      round, st.nr_sections, TABLE_BLOCKS);
+		CHECK(kmm_buddy_validate() == 0, "round %d: kmm_buddy_validate() with %lu sections", round,
+		      st.nr_sections);
+		for (size_t i = 0; i < TABLE_BLOCKS; i++)
+			verify_block(&b[i], round ? "slots reused" : "section table moved");
+		for (size_t i = 0; i < TABLE_BLOCKS; i++)
+			kmm_free_pages((void *)b[i].addr, b[i].order);
+		unsigned long released = st.sections_released;
+		kmm_trim();
+		kmm_zone_stats(&st);
+		CHECK(st.sections_released >= released + TABLE_BLOCKS / 2,
+		      "round %d: kmm_trim() released %lu of %d free sections", round,
+		      st.sections_released - released, TABLE_BLOCKS);
+		CHECK(kmm_buddy_validate() == 0, "round %d: kmm_buddy_validate() after the release", round);
+	}
+}
+
+/*
  * Small blocks (order <= 3) and large ones come from different pageblocks
  * (256 KiB, migratetypes), so small blocks never settle in a freed large
  * block's tail.  A free block of a whole pageblock or more serves either
@@ -785,6 +824,7 @@ int main(void)
 	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, LONG_DECAY_MS) == 0, "kmm_tune_set(DECAY_MS) failed");
 	CHECK(kmm_tune_get(KMM_TUNE_DECAY_MS) == LONG_DECAY_MS, "kmm_tune_get(DECAY_MS) disagrees");
 
+	test_section_table(); /* first: the zone still has its slots in itself */
 	test_errors();
 	test_zero();
 	test_exhaust();
