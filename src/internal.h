@@ -55,6 +55,14 @@
  * that the linker places after .text.
  */
 #define rare __attribute__((__cold__, __noinline__, __section__("kmm_text_rare")))
+/*
+ * big_text: the code of blocks of 8 KiB and more - the mid heap, page runs,
+ * huge blocks - and of decay, which gives free memory back.  Hot where it
+ * runs, so not cold; in a mapping of its own for the reason of rare: a
+ * program whose blocks are all small (many short-lived tools) never faults
+ * it in, and libkmm.so's always-resident code is 8 pages, not 11.
+ */
+#define big_text __attribute__((__section__("kmm_text_big")))
 
 #define KMM_CACHELINE 64
 #define ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((__typeof__(x))(a) - 1))

@@ -45,7 +45,7 @@ struct kmm_cache kmalloc_caches[NR_KMALLOC_CLASSES];
 uint8_t kmalloc_small_index[8192 / 16 + 1];
 uint16_t kmalloc_slot_offset[KMALLOC_SLOT_TABLE_MAX / 16 + 1];
 uint16_t kmalloc_slot_offset_big[(KMM_KMALLOC_MAX_CACHE_SIZE >> KMALLOC_SLOT_BIG_SHIFT) + 1];
-static const size_t kmalloc_class_size[NR_KMALLOC_CLASSES] = {
+static const uint32_t kmalloc_class_size[NR_KMALLOC_CLASSES] = {
 	8,     16,    32,    48,    64,    80,    96,    112,   128,   160,   192,   224,
 	256,   320,   384,   448,   512,   640,   768,   896,   1024,  1152,  1280,  1536,
 	1792,  2048,  2304,  2560,  3072,  3584,  4096,  4608,  5120,  6144,  7168,  8192,
@@ -142,7 +142,7 @@ struct kmm_cache *kmalloc_cache(unsigned i)
 
 static size_t huge_span(size_t bytes) { return ALIGN_UP(bytes, KMM_SECTION_SIZE); }
 
-static noinline void *kmalloc_huge(size_t size, size_t align, unsigned flags)
+static noinline big_text void *kmalloc_huge(size_t size, size_t align, unsigned flags)
 {
 	if (!(flags & KMM_GFP_DIRECT_OS)) {
 		errno = ENOMEM;
@@ -239,7 +239,7 @@ static unsigned aligned_class(unsigned idx, size_t align)
 	return idx;
 }
 
-static noinline void *kmalloc_pages(size_t size, size_t align, unsigned flags)
+static noinline big_text void *kmalloc_pages(size_t size, size_t align, unsigned flags)
 {
 	if (size > KMALLOC_MAX_PAGES_SIZE || align > KMALLOC_MAX_PAGES_SIZE) {
 		if (size > PTRDIFF_MAX || align > ((size_t)1 << 40)) {

@@ -251,7 +251,7 @@ static struct mid_arena *chunk_arena(struct mid_chunk *c)
 
 static struct mid_chunk *arena_first(struct mid_arena *a) { return chunk_at(a, MID_FIRST_OFF); }
 
-static bool arena_new(struct mid_heap *h, unsigned gfp)
+static big_text bool arena_new(struct mid_heap *h, unsigned gfp)
 {
 	struct page *head = alloc_pages(gfp & KMM_GFP_VALID_MASK & ~KMM_GFP_ZERO, MID_ARENA_ORDER);
 	if (!head)
@@ -274,7 +274,7 @@ static bool arena_new(struct mid_heap *h, unsigned gfp)
 	return true;
 }
 
-static void arena_release(struct mid_heap *h, struct mid_arena *a)
+static big_text void arena_release(struct mid_heap *h, struct mid_arena *a)
 {
 	struct page *head = virt_to_page(a);
 	list_del(&a->link);
@@ -321,7 +321,7 @@ static always_inline bool heap_lock_biased(struct mid_heap *h)
 }
 
 /* Revoke @h's bias: futex lock held. */
-static noinline void heap_unbias(struct mid_heap *h)
+static noinline big_text void heap_unbias(struct mid_heap *h)
 {
 	__atomic_store_n(&h->bias, NULL, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&mid_revokes, 1, __ATOMIC_RELAXED);
@@ -353,7 +353,7 @@ static always_inline void heap_unlock(struct mid_heap *h, bool biased)
 
 static bool heap_ready(struct mid_heap *h) { return __atomic_load_n(&h->ready, __ATOMIC_ACQUIRE); }
 
-static noinline struct mid_heap *heap_deal(void)
+static noinline big_text struct mid_heap *heap_deal(void)
 {
 	unsigned i = __atomic_fetch_add(&mid_next_heap, 1, __ATOMIC_RELAXED) % mid_nr_heaps;
 	struct mid_heap *h = &mid_heaps[i];
@@ -379,7 +379,7 @@ static always_inline struct mid_heap *heap_of_thread(void)
 }
 
 /* Mark @c (taken off its list) in use with @need bytes, the rest split off. */
-static void chunk_use(struct mid_heap *h, struct mid_chunk *c, uint32_t need)
+static big_text void chunk_use(struct mid_heap *h, struct mid_chunk *c, uint32_t need)
 {
 	uint32_t size = chunk_size(c);
 	if (size == MID_SPACE)
@@ -406,7 +406,7 @@ static always_inline uint32_t chunk_need(size_t size)
 	return (uint32_t)ALIGN_UP(size + MID_HDR, MID_GRAIN);
 }
 
-void *mid_alloc(size_t size, unsigned gfp)
+big_text void *mid_alloc(size_t size, unsigned gfp)
 {
 	KMM_ASSERT(size <= MID_MAX_SIZE);
 	uint32_t need = chunk_need(size);
@@ -454,7 +454,7 @@ static size_t chunk_decommit(struct mid_chunk *c)
  * costs the free chunks that can hold a page.  Heap @h is locked; returns
  * the bytes decommitted.
  */
-static size_t heap_decommit(struct mid_heap *h, bool now)
+static big_text size_t heap_decommit(struct mid_heap *h, bool now)
 {
 	size_t bytes = 0;
 	for (unsigned f = KMM_PAGE_SHIFT; f < MID_FL; f++) {
@@ -474,7 +474,7 @@ static size_t heap_decommit(struct mid_heap *h, bool now)
 	return bytes;
 }
 
-static noinline void heap_age(struct mid_heap *h)
+static noinline big_text void heap_age(struct mid_heap *h)
 {
 	uint64_t now = kmm_now_ms();
 	if (now - h->aged_ms < (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS) / 4)
@@ -547,7 +547,7 @@ static always_inline void chunk_free(struct mid_heap *h, struct mid_chunk *c)
 	free_list_add(h, c);
 }
 
-void mid_free(struct page *head, void *p, const char *fn)
+big_text void mid_free(struct page *head, void *p, const char *fn)
 {
 	bool biased;
 	struct mid_heap *h = lock_arena_heap(head, &biased);
@@ -557,7 +557,7 @@ void mid_free(struct page *head, void *p, const char *fn)
 	heap_unlock(h, biased);
 }
 
-size_t mid_usable_size(struct page *head, const void *p, const char *fn)
+big_text size_t mid_usable_size(struct page *head, const void *p, const char *fn)
 {
 	bool biased;
 	struct mid_heap *h = lock_arena_heap(head, &biased);
@@ -566,7 +566,7 @@ size_t mid_usable_size(struct page *head, const void *p, const char *fn)
 	return n;
 }
 
-bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
+big_text bool mid_resize(struct page *head, void *p, size_t size, const char *fn)
 {
 	uint32_t need = chunk_need(size);
 	bool biased;

@@ -140,7 +140,7 @@ void os_decommit(void *addr, size_t size)
 	(void)madvise(addr, size, MADV_DONTNEED);
 }
 
-int os_remap_inplace(void *addr, size_t old_size, size_t new_size)
+big_text int os_remap_inplace(void *addr, size_t old_size, size_t new_size)
 {
 	if (new_size > old_size && os_may_fail())
 		return -1;
@@ -151,7 +151,7 @@ int os_remap_inplace(void *addr, size_t old_size, size_t new_size)
 	return 0;
 }
 
-int os_move_pages(void *src, size_t len, void *dst, size_t chunk)
+big_text int os_move_pages(void *src, size_t len, void *dst, size_t chunk)
 {
 	/*
 	 * Chunk by chunk, always: before Linux 6.17 one mremap cannot span

@@ -852,7 +852,7 @@ void clear_compound(struct page *head, unsigned order)
 	}
 }
 
-struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_order)
+big_text struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_order)
 {
 	KMM_ASSERT(nr >= 1 && nr <= KMM_SECTION_PAGES && min_order < KMM_MAX_ORDER);
 	unsigned order = MAX(order_for_bytes(nr << KMM_PAGE_SHIFT), min_order);
@@ -870,7 +870,7 @@ struct page *alloc_pages_exact(unsigned flags, unsigned long nr, unsigned min_or
 	return page;
 }
 
-void free_pages_exact(struct page *page, unsigned long nr)
+big_text void free_pages_exact(struct page *page, unsigned long nr)
 {
 	struct zone *z = &zone_normal;
 	kmm_lock(&z->lock);
@@ -879,7 +879,7 @@ void free_pages_exact(struct page *page, unsigned long nr)
 	zone_maybe_decay(z);
 }
 
-void shrink_pages_exact(struct page *page, unsigned long new_nr)
+big_text void shrink_pages_exact(struct page *page, unsigned long new_nr)
 {
 	struct zone *z = &zone_normal;
 	KMM_ASSERT(new_nr >= 1 && new_nr < page->nr_pages);
@@ -919,7 +919,7 @@ bool page_is_free(struct page *page)
 				PG_buddy | PG_pcp | PG_isolated) != NULL;
 }
 
-bool grow_pages_exact(struct page *page, unsigned long new_nr, unsigned flags)
+big_text bool grow_pages_exact(struct page *page, unsigned long new_nr, unsigned flags)
 {
 	struct zone *z = &zone_normal;
 	struct mem_section *ms = page_section(page);
@@ -1000,7 +1000,7 @@ static void add_huge_cached_bytes(struct zone *z, size_t delta)
 }
 
 /* Take piece @i off the pool (zone lock held). */
-static struct huge_cached huge_cache_take(struct zone *z, unsigned i)
+static big_text struct huge_cached huge_cache_take(struct zone *z, unsigned i)
 {
 	struct huge_cached e = z->huge_cache[i];
 	add_huge_cached_bytes(z, -e.len);
@@ -1010,7 +1010,7 @@ static struct huge_cached huge_cache_take(struct zone *z, unsigned i)
 }
 
 /* Take pieces freed before @cutoff (all: UINT64_MAX) off the pool into @out. */
-static unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_cached *out)
+static big_text unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_cached *out)
 {
 	unsigned n = 0;
 	for (unsigned i = 0; i < z->nr_huge_cached;) {
@@ -1022,7 +1022,7 @@ static unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_c
 	return n;
 }
 
-static void huge_unmap_all(const struct huge_cached *e, unsigned n)
+static big_text void huge_unmap_all(const struct huge_cached *e, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
 		os_unmap(e[i].addr, e[i].len);
@@ -1035,14 +1035,14 @@ static void huge_unmap_all(const struct huge_cached *e, unsigned n)
  * millisecond later, a piece woke the thread at its due time and stayed,
  * and the thread called again and again until the coarse clock ticked.
  */
-static uint64_t huge_cutoff(uint64_t now)
+static big_text uint64_t huge_cutoff(uint64_t now)
 {
 	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
 	return now >= delay ? now - delay + 1 : 0;
 }
 
 /* Most bytes the pool may keep now: a multiple of what is in use, within bounds. */
-static size_t huge_cache_cap(struct zone *z)
+static big_text size_t huge_cache_cap(struct zone *z)
 {
 	size_t live = __atomic_load_n(&z->huge_live_bytes, __ATOMIC_RELAXED);
 	return MIN(HUGE_CACHE_MAX, MAX(HUGE_CACHE_MIN, HUGE_CACHE_LIVE * live));
@@ -1052,7 +1052,7 @@ static size_t huge_cache_cap(struct zone *z)
  * Put piece @e into the pool; if it does not fit (slots, cap) the oldest
  * go, or it does.  Makes system calls: no locks held.
  */
-static void huge_cache_put(struct zone *z, struct huge_cached e)
+static big_text void huge_cache_put(struct zone *z, struct huge_cached e)
 {
 	struct huge_cached old[HUGE_CACHE_SLOTS + 1];
 	size_t cap = huge_cache_cap(z);
@@ -1092,7 +1092,7 @@ static void huge_cache_put(struct zone *z, struct huge_cached e)
  * where it is (never out of the pool, where a fork could orphan it).  Lock
  * held.
  */
-static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_t align)
+static big_text struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_t align)
 {
 	unsigned best = HUGE_CACHE_SLOTS;
 	for (unsigned i = 0; i < z->nr_huge_cached; i++) {
@@ -1119,7 +1119,7 @@ static struct huge_cached huge_cache_take_fit(struct zone *z, size_t want, size_
  * so they need not be faulted in.  What a piece has left over stays pooled.
  * Returns the bytes moved: [dst, dst + that) holds old pages, the rest is fresh.
  */
-static size_t huge_fill(struct zone *z, char *dst, size_t len)
+static big_text size_t huge_fill(struct zone *z, char *dst, size_t len)
 {
 	struct huge_cached got[HUGE_CACHE_SLOTS];
 	unsigned n = 0;
@@ -1154,7 +1154,7 @@ static size_t huge_fill(struct zone *z, char *dst, size_t len)
 	return off;
 }
 
-void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
+big_text void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 {
 	struct zone *z = &zone_normal;
 	struct huge_cached old[HUGE_CACHE_SLOTS], got = {NULL, 0, 0};
@@ -1183,7 +1183,7 @@ void *huge_map(size_t bytes, size_t align, bool zero, size_t *len)
 	return p;
 }
 
-void huge_unmap(void *addr, size_t len)
+big_text void huge_unmap(void *addr, size_t len)
 {
 	struct zone *z = &zone_normal;
 	KMM_ASSERT(((uintptr_t)addr | len) % HUGE_CHUNK == 0);
@@ -1195,7 +1195,7 @@ void huge_unmap(void *addr, size_t len)
 	huge_cache_put(z, (struct huge_cached){addr, len, kmm_now_ms()});
 }
 
-int huge_grow_inplace(void *addr, size_t old_len, size_t new_len)
+big_text int huge_grow_inplace(void *addr, size_t old_len, size_t new_len)
 {
 	/* The last chunk is inside the last VMA, which ends where the mapping does. */
 	char *last = (char *)addr + old_len - HUGE_CHUNK;
@@ -1206,7 +1206,7 @@ int huge_grow_inplace(void *addr, size_t old_len, size_t new_len)
 	return 0;
 }
 
-void *huge_move(void *addr, size_t old_len, size_t new_len)
+big_text void *huge_move(void *addr, size_t old_len, size_t new_len)
 {
 	char *p = os_map_aligned(new_len, KMM_SECTION_SIZE);
 	if (!p)
@@ -1235,7 +1235,7 @@ size_t huge_cached_bytes(void)
 }
 
 /* When the oldest cached mapping is due (UINT64_MAX: none).  Zone lock held. */
-static uint64_t huge_cache_due(struct zone *z)
+static big_text uint64_t huge_cache_due(struct zone *z)
 {
 	uint64_t oldest = UINT64_MAX;
 	for (unsigned i = 0; i < z->nr_huge_cached; i++)
@@ -1267,7 +1267,7 @@ static void trim_growing(struct zone *z)
 }
 
 /* zone_decay() with decay_lock held. */
-static unsigned long decay_locked(struct zone *z, bool force)
+static big_text unsigned long decay_locked(struct zone *z, bool force)
 {
 	unsigned long given = 0;
 	struct page *batch[DECAY_BATCH];
@@ -1382,7 +1382,7 @@ static unsigned long decay_locked(struct zone *z, bool force)
 	return given;
 }
 
-unsigned long zone_decay(struct zone *z, bool force)
+big_text unsigned long zone_decay(struct zone *z, bool force)
 {
 	if (force)
 		kmm_lock(&z->decay_lock);
@@ -1410,7 +1410,7 @@ unsigned long zone_decay(struct zone *z, bool force)
 
 static int decay_thread_started; /* 0, 1 (atomic) */
 
-static void *decay_thread_main(void *arg)
+static big_text void *decay_thread_main(void *arg)
 {
 	struct zone *z = arg;
 	kmm_lock(&z->lock);
@@ -1777,8 +1777,8 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 	bool growing_seen = false;
 	if (z->section_hwm > z->section_cap || z->free_slot_top > z->section_hwm ||
 	    (z->section == z->section_first) != (z->section_cap == ZONE_FIRST_SECTIONS))
-		VFAIL("section table: %u slots used, %u free, %u in a table of %s", z->section_hwm,
-		      z->free_slot_top, z->section_cap, z->section == z->section_first ? "the zone" : "its own");
+		VFAIL("section slots: %u used, %u free, %u in all", z->section_hwm, z->free_slot_top,
+		      z->section_cap);
 	if (z->growing && (z->grow_next % (1u << PAGEBLOCK_ORDER) || z->grow_next >= KMM_SECTION_PAGES))
 		VFAIL("growing section populated to frame %u", z->grow_next);
 	for (unsigned s = 0; s < z->section_hwm; s++) {

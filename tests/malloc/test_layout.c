@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_layout.c - libkmm.so's mappings (cmake/kmm-layout.ld): code a running
- * program seldom executes (the functions marked rare in src/internal.h) and
- * the unwind tables are mappings of their own, so that the kernel's
- * fault-around, which maps the cached pages around a faulting address up to
- * the mapping's bounds, does not make them resident with malloc's code.
+ * program seldom executes (the functions marked rare in src/internal.h), the
+ * code of blocks of 8 KiB and more (big_text) and the unwind tables are
+ * mappings of their own, so that the kernel's fault-around, which maps the
+ * cached pages around a faulting address up to the mapping's bounds, does
+ * not make them resident with malloc's code.
  *
- * Linked with the shared library (so malloc is libkmm.so's).  After mallocs
- * and frees of every kind, the mapping that holds kmm_buddy_validate() has
- * no resident page and is not the one that holds malloc(); nor has the
- * mapping of the unwind tables.  Calling kmm_buddy_validate() then makes
- * its mapping resident, which shows that the measure can see a page.
+ * Linked with the shared library (so malloc is libkmm.so's).  After blocks
+ * below 8 KiB of every call (malloc, calloc, realloc, free), only malloc's
+ * code mapping is resident: the big blocks' code (big_text), the rare code
+ * and the unwind tables are not.  Blocks of 8 KiB and more then fault in
+ * the big blocks' code, and kmm_buddy_validate() the rare code's, which
+ * shows that the measure sees pages.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -54,15 +56,17 @@ static struct vma vma_of(uintptr_t addr)
 	return v;
 }
 
-/* libkmm.so's PT_GNU_EH_FRAME address, found by the object that holds @sym. */
-struct eh_find {
-	uintptr_t sym, eh;
+/* libkmm.so's executable segments (in address order) and its PT_GNU_EH_FRAME, by @sym. */
+struct segments {
+	uintptr_t sym;
+	uintptr_t exec[4];
+	int nexec;
+	uintptr_t eh;
 };
 
-static int find_eh(struct dl_phdr_info *info, size_t size, void *arg)
+static int find_segments(struct dl_phdr_info *info, size_t size, void *arg)
 {
-	struct eh_find *f = arg;
-	uintptr_t eh = 0;
+	struct segments *f = arg;
 	bool holds = false;
 
 	(void)size;
@@ -72,29 +76,35 @@ static int find_eh(struct dl_phdr_info *info, size_t size, void *arg)
 
 		if (ph->p_type == PT_LOAD && f->sym >= lo && f->sym < lo + ph->p_memsz)
 			holds = true;
-		if (ph->p_type == PT_GNU_EH_FRAME)
-			eh = lo;
 	}
 	if (!holds)
 		return 0;
-	f->eh = eh;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && f->nexec < 4)
+			f->exec[f->nexec++] = lo;
+		if (ph->p_type == PT_GNU_EH_FRAME)
+			f->eh = lo;
+	}
 	return 1;
 }
 
-/* Allocation of every kind, so that each fast and slow path has run. */
-static void churn(void)
+/* Allocations of @n sizes of every call, each freed again. */
+static void churn(const size_t *sizes, size_t n)
 {
-	static const size_t sizes[] = { 8, 24, 100, 1000, 5000, 20000, 60000, 300000, 5 << 20 };
-	void *p[ARRAY_SIZE(sizes)][8];
+	void *p[16][8];
 
+	CHECK(n <= 16, "at most 16 sizes");
 	for (int round = 0; round < 4; round++) {
-		for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
+		for (size_t i = 0; i < n; i++)
 			for (int j = 0; j < 8; j++) {
-				p[i][j] = malloc(sizes[i]);
+				p[i][j] = j % 2 ? malloc(sizes[i]) : calloc(1, sizes[i]);
 				CHECK(p[i][j] != NULL, "malloc(%zu)", sizes[i]);
 				memset(p[i][j], j, sizes[i] < 4096 ? sizes[i] : 4096);
 			}
-		for (size_t i = 0; i < ARRAY_SIZE(sizes); i++)
+		for (size_t i = 0; i < n; i++)
 			for (int j = 0; j < 8; j++) {
 				void *q = realloc(p[i][j], sizes[i] + 16);
 				CHECK(q != NULL, "realloc(%zu)", sizes[i] + 16);
@@ -103,10 +113,20 @@ static void churn(void)
 	}
 }
 
+static long rss_at(uintptr_t addr)
+{
+	return vma_of(addr).rss_kb;
+}
+
 int main(void)
 {
+	static const size_t small[] = { 8, 24, 100, 1000, 3000, 4000 };
+	static const size_t big[] = { 9000, 20000, 60000, 300000, 5 << 20 };
+
 	test_init("test_layout", 1);
-	churn();
+	/* No decay pass becomes due while the test looks (its code is in the big mapping). */
+	CHECK(kmm_tune_set(KMM_TUNE_DECAY_MS, 3600 * 1000) == 0, "kmm_tune_set(KMM_DECAY_MS)");
+	churn(small, ARRAY_SIZE(small));
 
 	uintptr_t hot = (uintptr_t)dlsym(RTLD_DEFAULT, "malloc");
 	uintptr_t rare = (uintptr_t)&kmm_buddy_validate;
@@ -115,22 +135,35 @@ int main(void)
 	CHECK(a.dli_fbase == b.dli_fbase, "malloc (%s) is not libkmm.so's (%s)", a.dli_fname,
 	      b.dli_fname);
 
-	struct vma vh = vma_of(hot), vr = vma_of(rare);
-	CHECK(vh.lo != vr.lo, "kmm_buddy_validate shares malloc's mapping %#lx-%#lx",
-	      (unsigned long)vh.lo, (unsigned long)vh.hi);
-	CHECK(vh.rss_kb > 0, "malloc's mapping is not resident");
-	CHECK(vr.rss_kb == 0, "the rare code's mapping %#lx-%#lx has %ld KiB resident",
-	      (unsigned long)vr.lo, (unsigned long)vr.hi, vr.rss_kb);
+	/* Three code mappings: malloc's, the big blocks', the rare code's. */
+	struct segments seg = { .sym = hot };
+	CHECK(dl_iterate_phdr(find_segments, &seg) == 1, "libkmm.so's program headers");
+	CHECK(seg.nexec == 3, "libkmm.so has %d executable segments, not 3", seg.nexec);
+	uintptr_t vh = vma_of(hot).lo, vr = vma_of(rare).lo, vb = 0;
+	for (int i = 0; i < seg.nexec; i++)
+		if (vma_of(seg.exec[i]).lo != vh && vma_of(seg.exec[i]).lo != vr)
+			vb = seg.exec[i];
+	CHECK(vh != vr && vb != 0,
+	      "malloc's, the big blocks' and the rare code's mappings are not three");
+	CHECK(seg.eh != 0, "libkmm.so's PT_GNU_EH_FRAME");
+	uintptr_t ve = vma_of(seg.eh).lo;
+	CHECK(ve != vh && ve != vr && ve != vma_of(vb).lo,
+	      "the unwind tables share a code mapping");
 
-	struct eh_find eh = { hot, 0 };
-	CHECK(dl_iterate_phdr(find_eh, &eh) == 1 && eh.eh != 0, "libkmm.so's PT_GNU_EH_FRAME");
-	struct vma ve = vma_of(eh.eh);
-	CHECK(ve.lo != vh.lo && ve.lo != vr.lo, "the unwind tables share a code mapping");
-	CHECK(ve.rss_kb == 0, "the unwind tables' mapping %#lx-%#lx has %ld KiB resident",
-	      (unsigned long)ve.lo, (unsigned long)ve.hi, ve.rss_kb);
+	/* Small blocks of every call: only malloc's mapping is resident. */
+	CHECK(rss_at(hot) > 0, "malloc's mapping is not resident");
+	CHECK(rss_at(vb) == 0, "small blocks faulted in the big blocks' code: %ld KiB", rss_at(vb));
+	CHECK(rss_at(rare) == 0, "the rare code's mapping has %ld KiB resident", rss_at(rare));
+	CHECK(rss_at(ve) == 0, "the unwind tables' mapping has %ld KiB resident", rss_at(ve));
 
-	/* The measure sees a page: running a rare function faults its mapping in. */
+	/* Blocks of 8 KiB and more run the big blocks' code; the rare code still sleeps. */
+	churn(big, ARRAY_SIZE(big));
+	CHECK(rss_at(vb) > 0, "blocks of 9 KiB .. 5 MiB, and the big blocks' code not resident");
+	CHECK(rss_at(rare) == 0, "the rare code's mapping has %ld KiB resident", rss_at(rare));
+	CHECK(rss_at(ve) == 0, "the unwind tables' mapping has %ld KiB resident", rss_at(ve));
+
+	/* Running a rare function faults its mapping in. */
 	CHECK(kmm_buddy_validate() == 0, "kmm_buddy_validate");
-	CHECK(vma_of(rare).rss_kb > 0, "kmm_buddy_validate ran, its mapping still not resident");
+	CHECK(rss_at(rare) > 0, "kmm_buddy_validate ran, its mapping still not resident");
 	return test_finish();
 }
