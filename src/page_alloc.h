@@ -291,6 +291,7 @@ static always_inline struct page *virt_to_page(const void *addr)
 	struct mem_section *ms = pagemap_section(e);
 	return &ms->mem_map[((uintptr_t)addr >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1)];
 }
+/* Zone lock held: the section slots move when the zone outgrows the ones in it. */
 struct page *pfn_to_page(struct zone *z, unsigned long pfn);
 
 /* For a page inside a compound block: its head; otherwise the page itself. */
