@@ -51,16 +51,20 @@
  * mapping of its own: on a fault in a file mapping the kernel maps up to
  * 64 KiB of its cached pages around the address (fault-around), so in the
  * one mapping with malloc and free these pages were resident in every
- * process that preloads kmm.  Linked statically, the section is an orphan
- * that the linker places after .text.
+ * process that preloads kmm.  A program that forks (a shell, make) runs the
+ * fork handlers and pays as before.  Linked statically, the section is an
+ * orphan that the linker places after .text.
  */
 #define rare __attribute__((__cold__, __noinline__, __section__("kmm_text_rare")))
 /*
- * big_text: the code of blocks of 8 KiB and more - the mid heap, page runs,
- * huge blocks - and of decay, which gives free memory back.  Hot where it
- * runs, so not cold; in a mapping of its own for the reason of rare: a
- * program whose blocks are all small (many short-lived tools) never faults
- * it in, and libkmm.so's always-resident code is 8 pages, not 11.
+ * big_text: the code of blocks of 8 KiB and more - the mid heap, page runs
+ * (also what an alignment above 4 KiB takes), huge blocks, the background
+ * decay thread.  Hot where it runs, so not cold; in a mapping of its own
+ * for the reason of rare: a program whose blocks are all small (many
+ * short-lived C tools) never faults it in, and libkmm.so's always-resident
+ * code is 9 pages, not 11.  A C++ program has libstdc++'s emergency
+ * exception pool (about 70 KiB), so it has this mapping too.  The decay
+ * pass itself stays in .text: every program that frees pages runs it.
  */
 #define big_text __attribute__((__section__("kmm_text_big")))
 

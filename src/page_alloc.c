@@ -1010,7 +1010,7 @@ static big_text struct huge_cached huge_cache_take(struct zone *z, unsigned i)
 }
 
 /* Take pieces freed before @cutoff (all: UINT64_MAX) off the pool into @out. */
-static big_text unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_cached *out)
+static unsigned huge_cache_expire(struct zone *z, uint64_t cutoff, struct huge_cached *out)
 {
 	unsigned n = 0;
 	for (unsigned i = 0; i < z->nr_huge_cached;) {
@@ -1035,7 +1035,7 @@ static big_text void huge_unmap_all(const struct huge_cached *e, unsigned n)
  * millisecond later, a piece woke the thread at its due time and stayed,
  * and the thread called again and again until the coarse clock ticked.
  */
-static big_text uint64_t huge_cutoff(uint64_t now)
+static uint64_t huge_cutoff(uint64_t now)
 {
 	uint64_t delay = (uint64_t)kmm_tunable(KMM_TUNE_DECAY_MS);
 	return now >= delay ? now - delay + 1 : 0;
@@ -1267,7 +1267,7 @@ static void trim_growing(struct zone *z)
 }
 
 /* zone_decay() with decay_lock held. */
-static big_text unsigned long decay_locked(struct zone *z, bool force)
+static unsigned long decay_locked(struct zone *z, bool force)
 {
 	unsigned long given = 0;
 	struct page *batch[DECAY_BATCH];
@@ -1382,7 +1382,7 @@ static big_text unsigned long decay_locked(struct zone *z, bool force)
 	return given;
 }
 
-big_text unsigned long zone_decay(struct zone *z, bool force)
+unsigned long zone_decay(struct zone *z, bool force)
 {
 	if (force)
 		kmm_lock(&z->decay_lock);
