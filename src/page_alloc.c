@@ -79,7 +79,6 @@ struct zone zone_normal = {
 	.lock = KMM_LOCK_INIT,
 	.name = "Normal",
 	.node = 0,
-	.section_cap = ZONE_FIRST_SECTIONS,
 	.free_slots = zone_normal.free_slots_first,
 	.section = zone_normal.section_first,
 };
@@ -447,11 +446,17 @@ static void *section_memory(struct zone *z, size_t *old)
 	return mem;
 }
 
-/* No free slot in section[], and room to move to the mapped table.  Lock held. */
+/* The slots section[] and free_slots[] hold: the zone's own, or the mapped table's. */
+static unsigned zone_slot_cap(const struct zone *z)
+{
+	return z->section == z->section_first ? ZONE_FIRST_SECTIONS : ZONE_MAX_SECTIONS;
+}
+
+/* No free slot in section[], and the slots are still the zone's own.  Lock held. */
 static bool zone_slots_full(const struct zone *z)
 {
-	return z->free_slot_top == 0 && z->section_hwm == z->section_cap &&
-	       z->section_cap < ZONE_MAX_SECTIONS;
+	return z->free_slot_top == 0 && z->section_hwm == ZONE_FIRST_SECTIONS &&
+	       z->section == z->section_first;
 }
 
 /*
@@ -466,14 +471,13 @@ static int zone_table_grow(struct zone *z)
 	if (!tab)
 		return -1;
 	kmm_lock(&z->lock);
-	if (z->section_cap < ZONE_MAX_SECTIONS) {
+	if (z->section == z->section_first) {
 		struct mem_section **section = (struct mem_section **)tab;
 		unsigned *free_slots = (unsigned *)(tab + ZONE_MAX_SECTIONS * sizeof(void *));
 		memcpy(section, z->section, z->section_hwm * sizeof(*section));
 		memcpy(free_slots, z->free_slots, z->free_slot_top * sizeof(*free_slots));
 		z->section = section;
 		z->free_slots = free_slots;
-		z->section_cap = ZONE_MAX_SECTIONS;
 		tab = NULL;
 	}
 	kmm_unlock(&z->lock);
@@ -511,7 +515,7 @@ static int zone_grow(struct zone *z)
 	unsigned slot;
 	if (z->free_slot_top > 0) {
 		slot = z->free_slots[--z->free_slot_top];
-	} else if (z->section_hwm < z->section_cap) {
+	} else if (z->section_hwm < zone_slot_cap(z)) {
 		slot = z->section_hwm++;
 	} else {
 		kmm_unlock(&z->lock);
@@ -542,14 +546,6 @@ fail_mem:
 	os_section_free(mem, KMM_SECTION_SIZE);
 	errno = ENOMEM;
 	return -1;
-}
-
-struct page *pfn_to_page(struct zone *z, unsigned long pfn)
-{
-	unsigned long slot = pfn / KMM_SECTION_PAGES;
-	if (slot >= z->section_hwm || !z->section[slot])
-		return NULL;
-	return &z->section[slot]->mem_map[pfn % KMM_SECTION_PAGES];
 }
 
 static void decay_thread_maybe_start(struct zone *z);
@@ -1633,7 +1629,7 @@ unsigned long long zone_metadata_bytes(void)
 	/* Descriptors in use, and the slots of the section table touched so far (none in the zone). */
 	unsigned long long n = (unsigned long long)z->nr_sections *
 			       ALIGN_UP(sizeof(struct mem_section), KMM_PAGE_SIZE);
-	if (z->section_cap == ZONE_MAX_SECTIONS)
+	if (z->section != z->section_first)
 		n += ALIGN_UP((unsigned long long)z->section_hwm * (sizeof(void *) + sizeof(unsigned)),
 			      KMM_PAGE_SIZE);
 	kmm_unlock(&z->lock);
@@ -1775,10 +1771,9 @@ static bool zone_validate(struct zone *z, unsigned long pcp_expected)
 		      decay_pages);
 	unsigned long buddy_heads = 0, decay_flags = 0, isolated = 0, managed = 0;
 	bool growing_seen = false;
-	if (z->section_hwm > z->section_cap || z->free_slot_top > z->section_hwm ||
-	    (z->section == z->section_first) != (z->section_cap == ZONE_FIRST_SECTIONS))
+	if (z->section_hwm > zone_slot_cap(z) || z->free_slot_top > z->section_hwm)
 		VFAIL("section slots: %u used, %u free, %u in all", z->section_hwm, z->free_slot_top,
-		      z->section_cap);
+		      zone_slot_cap(z));
 	if (z->growing && (z->grow_next % (1u << PAGEBLOCK_ORDER) || z->grow_next >= KMM_SECTION_PAGES))
 		VFAIL("growing section populated to frame %u", z->grow_next);
 	for (unsigned s = 0; s < z->section_hwm; s++) {

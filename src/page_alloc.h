@@ -209,9 +209,8 @@ struct zone {
 	unsigned nr_sections;          /* sections mapped */
 	unsigned section_hwm;          /* slots ever used in section[] */
 	unsigned free_slot_top;        /* stack of free section[] slots */
-	unsigned section_cap;          /* slots section[] and free_slots[] hold */
-	unsigned *free_slots;          /* [section_cap] */
-	struct mem_section **section;  /* [section_cap], index = pfn / KMM_SECTION_PAGES */
+	unsigned *free_slots;          /* [zone_slot_cap()] */
+	struct mem_section **section;  /* [zone_slot_cap()], index = pfn / KMM_SECTION_PAGES */
 	/*
 	 * The first ZONE_FIRST_SECTIONS slots, in the zone itself: a heap of up
 	 * to 64 MiB needs no table of its own, whose first page every process
@@ -291,8 +290,6 @@ static always_inline struct page *virt_to_page(const void *addr)
 	struct mem_section *ms = pagemap_section(e);
 	return &ms->mem_map[((uintptr_t)addr >> KMM_PAGE_SHIFT) & (KMM_SECTION_PAGES - 1)];
 }
-/* Zone lock held: the section slots move when the zone outgrows the ones in it. */
-struct page *pfn_to_page(struct zone *z, unsigned long pfn);
 
 /* For a page inside a compound block: its head; otherwise the page itself. */
 static always_inline struct page *compound_head(struct page *page)
